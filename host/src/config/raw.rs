@@ -1,0 +1,162 @@
+//! Stage one of config loading: the TOML file as written, parsed strictly.
+//! Unknown keys are errors; defaults live in `validate.rs`, not here, so this file
+//! reads as the schema.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub settings: RawSettings,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    pub auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub listen: Option<String>,
+    pub health_check_interval_seconds: Option<f64>,
+    pub recovery_check_interval_seconds: Option<f64>,
+    pub request_timeout_seconds: Option<f64>,
+    pub connection_timeout_seconds: Option<f64>,
+    pub first_byte_timeout_seconds: Option<f64>,
+    pub drain_timeout_seconds: Option<f64>,
+    pub max_retries: Option<u32>,
+    pub circuit_breaker_threshold: Option<u32>,
+    pub circuit_breaker_window_seconds: Option<f64>,
+    pub circuit_breaker_cooldown_seconds: Option<f64>,
+    pub max_request_body_bytes: Option<u64>,
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub smart_ai: RawSmartAi,
+}
+
+#[derive(Debug, Deserialize, Default, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmartAi {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_confidence: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_time_decay: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decay_half_life_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exploration_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub non_premium_stability_bonus: Option<f64>,
+    #[serde(default)]
+    pub confidence_adjustments: RawConfidenceAdjustments,
+}
+
+#[derive(Debug, Deserialize, Default, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfidenceAdjustments {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_boost: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_error_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_error_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_error_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_penalty: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub enabled: Option<bool>,
+    pub timeout_seconds: Option<f64>,
+    pub max_retries: Option<u32>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub name: Option<String>,
+    pub strategy: Option<String>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub provider: String,
+    pub model: String,
+    pub weight: Option<f64>,
+    pub priority: Option<u32>,
+    pub enabled: Option<bool>,
+    pub billing_mode: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Option<String>,
+    pub token: Option<String>,
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_minute: Option<u32>,
+    pub requests_per_hour: Option<u32>,
+    pub requests_per_day: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    pub path: String,
+    pub kind: String,
+    pub config: Option<toml::Value>,
+    pub fuel: Option<u64>,
+    pub memory_mb: Option<u32>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub policy: Option<String>,
+    pub config: Option<toml::Value>,
+}

@@ -1,0 +1,356 @@
+//! Stage two of config loading: raw TOML values → the typed [`Config`], with every
+//! default applied here and every problem reported with its key path. All problems
+//! are collected, so an operator fixes a config in one pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
+use super::{
+    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Provider,
+    RateLimit, Secret, Settings, User,
+};
+use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
+
+/// Parse and validate config text. `env` resolves `${NAME}` references.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| one(format!("config: {}", e.message())))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().message().to_string();
+        one(if path == "." { format!("config: {message}") } else { format!("{path}: {message}") })
+    })?;
+    let mut v = Validator { errors: Vec::new(), env };
+    let config = v.config(raw);
+    if v.errors.is_empty() { Ok(config) } else { Err(ConfigError { errors: v.errors }) }
+}
+
+fn one(message: String) -> ConfigError {
+    ConfigError { errors: vec![message] }
+}
+
+struct Validator<'a> {
+    errors: Vec<String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &str, message: impl AsRef<str>) {
+        self.errors.push(format!("{path}: {}", message.as_ref()));
+    }
+
+    /// Expand `${NAME}` references. A missing variable is an error only where the
+    /// value is needed (`required`); otherwise it expands to "".
+    fn interpolate(&mut self, path: &str, value: &str, required: bool) -> String {
+        let mut out = String::with_capacity(value.len());
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else {
+                self.error(path, "unterminated ${...} reference");
+                return out;
+            };
+            let name = &after[..end];
+            match (self.env)(name) {
+                Some(v) => out.push_str(&v),
+                None if required => self.error(path, format!("environment variable {name} is not set")),
+                None => {}
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn seconds(&mut self, path: &str, value: Option<f64>, default: f64) -> Duration {
+        let secs = value.unwrap_or(default);
+        if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 86400.0 {
+            self.error(path, format!("must be a positive number of seconds, got {secs}"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(secs)
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let settings = self.settings(raw.settings);
+        let providers: BTreeMap<String, Provider> =
+            raw.providers.into_iter().map(|(k, p)| (k.clone(), self.provider(&k, p))).collect();
+        let plugins: BTreeMap<String, PluginSpec> =
+            raw.plugins.into_iter().filter_map(|(k, p)| self.plugin(&k, p).map(|spec| (k, spec))).collect();
+        let models = self.models(raw.models, &providers, &plugins);
+        let users = self.users(raw.users, &models);
+        let policy = raw.auth.policy.unwrap_or_else(|| "token_auth".to_string());
+        let auth_is_plugin = plugins.get(&policy).is_some_and(|p| p.kind == PluginKind::Auth);
+        if !STOCK_AUTH.contains(&policy.as_str()) && !auth_is_plugin {
+            self.error("auth.policy", format!("unknown auth policy {policy:?} (stock: token_auth, or a [plugins.X] with kind = \"auth\")"));
+        }
+        let auth_config = self.json("auth.config", raw.auth.config);
+        Config { settings, providers, models, users, plugins, auth: AuthSettings { policy, config_json: auth_config }, source: None }
+    }
+
+    fn json(&mut self, path: &str, value: Option<toml::Value>) -> String {
+        match value {
+            None => "{}".to_string(),
+            Some(v @ toml::Value::Table(_)) => serde_json::to_string(&v).unwrap_or_else(|_| "{}".to_string()),
+            Some(_) => {
+                self.error(path, "must be a table");
+                "{}".to_string()
+            }
+        }
+    }
+
+    fn settings(&mut self, raw: RawSettings) -> Settings {
+        let p = "settings";
+        let max_body = raw.max_request_body_bytes.unwrap_or(10 * 1024 * 1024);
+        if max_body == 0 || max_body > 1 << 30 {
+            self.error(&format!("{p}.max_request_body_bytes"), "must be between 1 and 1073741824");
+        }
+        let threshold = raw.circuit_breaker_threshold.unwrap_or(5);
+        if threshold == 0 {
+            self.error(&format!("{p}.circuit_breaker_threshold"), "must be at least 1");
+        }
+        if let Some(listen) = &raw.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            self.error(&format!("{p}.listen"), format!("not a socket address: {listen:?}"));
+        }
+        let admin_token = raw.admin_token.map(|t| Secret::new(self.interpolate(&format!("{p}.admin_token"), &t, true)));
+        let smart_ai = &raw.smart_ai;
+        for (key, value) in [
+            ("initial_confidence", smart_ai.initial_confidence),
+            ("min_confidence", smart_ai.min_confidence),
+            ("exploration_ratio", smart_ai.exploration_ratio),
+        ] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                self.error(&format!("{p}.smart_ai.{key}"), "must be within [0, 1]");
+            }
+        }
+        Settings {
+            listen: raw.listen,
+            health_check_interval: self.seconds(&format!("{p}.health_check_interval_seconds"), raw.health_check_interval_seconds, 30.0),
+            recovery_check_interval: self.seconds(&format!("{p}.recovery_check_interval_seconds"), raw.recovery_check_interval_seconds, 120.0),
+            request_timeout: self.seconds(&format!("{p}.request_timeout_seconds"), raw.request_timeout_seconds, 30.0),
+            connection_timeout: self.seconds(&format!("{p}.connection_timeout_seconds"), raw.connection_timeout_seconds, 10.0),
+            first_byte_timeout: self.seconds(&format!("{p}.first_byte_timeout_seconds"), raw.first_byte_timeout_seconds, 30.0),
+            drain_timeout: self.seconds(&format!("{p}.drain_timeout_seconds"), raw.drain_timeout_seconds, 30.0),
+            max_retries: raw.max_retries.unwrap_or(3).min(16),
+            circuit_breaker_threshold: threshold,
+            circuit_breaker_window: self.seconds(&format!("{p}.circuit_breaker_window_seconds"), raw.circuit_breaker_window_seconds, 60.0),
+            circuit_breaker_cooldown: self.seconds(&format!("{p}.circuit_breaker_cooldown_seconds"), raw.circuit_breaker_cooldown_seconds, 30.0),
+            max_request_body_bytes: max_body as usize,
+            admin_token,
+            smart_ai_json: serde_json::to_string(&raw.smart_ai).unwrap_or_else(|_| "{}".to_string()),
+        }
+    }
+
+    fn provider(&mut self, key: &str, raw: RawProvider) -> Provider {
+        let p = format!("providers.{key}");
+        let enabled = raw.enabled.unwrap_or(true);
+        let base_url = self.interpolate(&format!("{p}.base_url"), &raw.base_url, enabled);
+        let base_url = base_url.trim_end_matches('/').to_string();
+        let scheme_ok = ["http://", "https://", "mock://"].iter().any(|s| base_url.starts_with(s));
+        if enabled && !scheme_ok {
+            self.error(&format!("{p}.base_url"), format!("must start with http://, https:// or mock://, got {base_url:?}"));
+        } else if enabled && !base_url.starts_with("mock://") && base_url.parse::<http::Uri>().is_err() {
+            self.error(&format!("{p}.base_url"), format!("not a valid URL: {base_url:?}"));
+        }
+        let api_key = Secret::new(self.interpolate(&format!("{p}.api_key"), &raw.api_key, enabled));
+        if enabled && api_key.is_empty() && !base_url.starts_with("mock://") {
+            self.error(&format!("{p}.api_key"), "is empty (a disabled provider may leave it empty)");
+        }
+        if enabled && raw.models.is_empty() {
+            self.error(&format!("{p}.models"), "lists no models");
+        }
+        let mut headers = Vec::new();
+        for (name, value) in raw.headers {
+            let path = format!("{p}.headers.{name:?}");
+            let value = self.interpolate(&path, &value, enabled);
+            match (http::HeaderName::try_from(name.as_str()), http::HeaderValue::try_from(value)) {
+                (Ok(n), Ok(mut v)) => {
+                    v.set_sensitive(true);
+                    headers.push((n, v));
+                }
+                _ => self.error(&path, "is not a valid HTTP header"),
+            }
+        }
+        let timeout = raw.timeout_seconds.map(|s| self.seconds(&format!("{p}.timeout_seconds"), Some(s), 30.0));
+        Provider {
+            key: key.to_string(),
+            name: raw.name.unwrap_or_else(|| key.to_string()),
+            base_url,
+            api_key,
+            models: raw.models,
+            enabled,
+            timeout,
+            max_retries: raw.max_retries,
+            headers,
+        }
+    }
+
+    fn plugin(&mut self, key: &str, raw: RawPlugin) -> Option<PluginSpec> {
+        let p = format!("plugins.{key}");
+        if STOCK_STRATEGIES.contains(&key) || STOCK_AUTH.contains(&key) {
+            self.error(&p, "this name belongs to a stock plugin; pick another");
+        }
+        let kind = match raw.kind.as_str() {
+            "strategy" => PluginKind::Strategy,
+            "auth" => PluginKind::Auth,
+            other => {
+                self.error(&format!("{p}.kind"), format!("must be \"strategy\" or \"auth\", got {other:?}"));
+                return None;
+            }
+        };
+        let defaults = Limits::default();
+        let limits = Limits {
+            fuel: raw.fuel.unwrap_or(defaults.fuel),
+            memory_bytes: raw.memory_mb.map_or(defaults.memory_bytes, |mb| mb as usize * 1024 * 1024),
+            deadline: raw.timeout_ms.map_or(defaults.deadline, Duration::from_millis),
+        };
+        if limits.memory_bytes == 0 || limits.memory_bytes > Limits::MAX_MEMORY_BYTES {
+            self.error(&format!("{p}.memory_mb"), format!("must be between 1 and {}", Limits::MAX_MEMORY_BYTES >> 20));
+        }
+        if limits.fuel == 0 {
+            self.error(&format!("{p}.fuel"), "must be at least 1");
+        }
+        if limits.deadline.is_zero() || limits.deadline > Duration::from_secs(1) {
+            self.error(&format!("{p}.timeout_ms"), "must be between 1 and 1000");
+        }
+        Some(PluginSpec {
+            name: key.to_string(),
+            path: PathBuf::from(raw.path),
+            kind,
+            config_json: self.json(&format!("{p}.config"), raw.config),
+            limits,
+        })
+    }
+
+    fn models(
+        &mut self,
+        raw: BTreeMap<String, super::raw::RawModel>,
+        providers: &BTreeMap<String, Provider>,
+        plugins: &BTreeMap<String, PluginSpec>,
+    ) -> Vec<Model> {
+        let mut names = BTreeSet::new();
+        let mut models = Vec::new();
+        for (key, m) in raw {
+            let p = format!("models.{key}");
+            let name = m.name.unwrap_or_else(|| key.clone());
+            let enabled = m.enabled.unwrap_or(true);
+            if !names.insert(name.clone()) {
+                self.error(&format!("{p}.name"), format!("model name {name:?} is used by another model"));
+            }
+            let strategy = m.strategy.unwrap_or_else(|| "weighted_random".to_string());
+            let is_plugin = plugins.get(&strategy).is_some_and(|s| s.kind == PluginKind::Strategy);
+            if !STOCK_STRATEGIES.contains(&strategy.as_str()) && !is_plugin {
+                self.error(
+                    &format!("{p}.strategy"),
+                    format!("unknown strategy {strategy:?} (stock: {}; or a [plugins.X] with kind = \"strategy\")", STOCK_STRATEGIES.join(", ")),
+                );
+            }
+            let mut backends = Vec::new();
+            for (i, b) in m.backends.into_iter().enumerate() {
+                let bp = format!("{p}.backends[{i}]");
+                let b_enabled = b.enabled.unwrap_or(true);
+                // Disabled backends are checked leniently: they may point at a
+                // provider that is being set up.
+                if b_enabled && enabled {
+                    match providers.get(&b.provider) {
+                        None => self.error(&format!("{bp}.provider"), format!("unknown provider {:?}", b.provider)),
+                        Some(prov) if !prov.models.contains(&b.model) => self.error(
+                            &format!("{bp}.model"),
+                            format!("provider {:?} does not list model {:?} in its models", b.provider, b.model),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                let weight = b.weight.unwrap_or(1.0);
+                if !weight.is_finite() || weight < 0.0 {
+                    self.error(&format!("{bp}.weight"), format!("must be a finite number >= 0, got {weight}"));
+                }
+                let billing_mode = match b.billing_mode.as_deref().unwrap_or("per_token") {
+                    "per_token" => BillingMode::PerToken,
+                    "per_request" => BillingMode::PerRequest,
+                    other => {
+                        self.error(&format!("{bp}.billing_mode"), format!("must be \"per_token\" or \"per_request\", got {other:?}"));
+                        BillingMode::PerToken
+                    }
+                };
+                backends.push(Backend {
+                    provider: b.provider,
+                    model: b.model,
+                    weight,
+                    priority: b.priority.unwrap_or(1),
+                    enabled: b_enabled,
+                    billing_mode,
+                    tags: b.tags,
+                });
+            }
+            if enabled {
+                let live: Vec<&Backend> = backends
+                    .iter()
+                    .filter(|b| b.enabled && providers.get(&b.provider).is_some_and(|p| p.enabled))
+                    .collect();
+                if backends.is_empty() {
+                    self.error(&format!("{p}.backends"), "has no backends");
+                } else if live.iter().map(|b| b.weight).sum::<f64>() <= 0.0 {
+                    self.error(&format!("{p}.backends"), "total weight of enabled backends (on enabled providers) is 0");
+                }
+            }
+            models.push(Model { key, name, strategy, enabled, backends });
+        }
+        models
+    }
+
+    fn users(&mut self, raw: BTreeMap<String, RawUser>, models: &[Model]) -> Vec<User> {
+        let mut users = Vec::new();
+        for (key, u) in raw {
+            let p = format!("users.{key}");
+            let enabled = u.enabled.unwrap_or(true);
+            let token = u.token.map(|t| Secret::new(self.interpolate(&format!("{p}.token"), &t, enabled)));
+            let token_sha256 = u.token_sha256.map(|h| h.to_ascii_lowercase());
+            match (&token, &token_sha256) {
+                (Some(_), Some(_)) => self.error(&p, "set token or token_sha256, not both"),
+                (None, None) => self.error(&p, "needs token or token_sha256"),
+                (Some(t), None) if t.is_empty() && enabled => self.error(&format!("{p}.token"), "is empty"),
+                (None, Some(h)) if h.len() != 64 || !h.bytes().all(|c| c.is_ascii_hexdigit()) => {
+                    self.error(&format!("{p}.token_sha256"), "must be 64 hex digits")
+                }
+                _ => {}
+            }
+            for (i, m) in u.allowed_models.iter().enumerate() {
+                if !models.iter().any(|model| &model.name == m) {
+                    self.error(&format!("{p}.allowed_models[{i}]"), format!("unknown model {m:?}"));
+                }
+            }
+            let limits = u.rate_limit;
+            for (k, v) in [
+                ("requests_per_minute", limits.requests_per_minute),
+                ("requests_per_hour", limits.requests_per_hour),
+                ("requests_per_day", limits.requests_per_day),
+            ] {
+                if v == Some(0) {
+                    self.error(&format!("{p}.rate_limit.{k}"), "must be at least 1 (omit it for no limit)");
+                }
+            }
+            users.push(User {
+                key: key.clone(),
+                name: u.name.unwrap_or(key),
+                token,
+                token_sha256,
+                allowed_models: u.allowed_models,
+                enabled,
+                tags: u.tags,
+                rate_limit: RateLimit {
+                    per_minute: limits.requests_per_minute,
+                    per_hour: limits.requests_per_hour,
+                    per_day: limits.requests_per_day,
+                },
+            });
+        }
+        users
+    }
+}

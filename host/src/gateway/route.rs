@@ -1,0 +1,178 @@
+//! A route: one client-facing model with its backends, bound to its strategy plugin,
+//! its providers and the shared health of each backend.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{Backend, BillingMode};
+use crate::health::{BackendHealth, CircuitPolicy, CircuitView, ErrorClass, Outcome, now_ms};
+use crate::plugin::StrategyPlugin;
+use crate::plugin::strategy::wit;
+
+use super::provider::ProviderRuntime;
+
+pub struct RouteBackend {
+    pub config: Backend,
+    pub provider: Arc<ProviderRuntime>,
+    pub health: Arc<BackendHealth>,
+}
+
+impl RouteBackend {
+    /// Enabled in config and on an enabled provider.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled && self.provider.enabled
+    }
+
+    /// "provider/model", for logs and errors (never secrets).
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.config.provider, self.config.model)
+    }
+}
+
+pub struct Route {
+    /// The model name clients send.
+    pub name: String,
+    pub enabled: bool,
+    pub strategy: Arc<StrategyPlugin>,
+    /// This route's index in the list its strategy was configured with.
+    pub strategy_index: u32,
+    pub backends: Vec<RouteBackend>,
+    /// Incremented per request; handed to the strategy (round robin).
+    pub sequence: AtomicU64,
+}
+
+impl Route {
+    /// The live state of every backend, parallel to `backends`, as the WIT records
+    /// a strategy receives.
+    pub fn states(&self, now: u64, policy: &CircuitPolicy) -> Vec<wit::BackendState> {
+        self.backends.iter().map(|b| to_wit_state(&b.health, now, policy)).collect()
+    }
+
+    pub fn request(&self, stream: bool, user_tags: &[String], now: u64) -> wit::Request {
+        wit::Request {
+            route: self.strategy_index,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+            random: fastrand::u64(..),
+            now_ms: now,
+            stream,
+            user_tags: user_tags.to_vec(),
+        }
+    }
+
+    /// The host's own order, used when the strategy plugin fails: enabled backends,
+    /// healthy ones first by priority then weight, then the unhealthy ones least
+    /// recently failed first.
+    pub fn fallback_order(&self, states: &[wit::BackendState]) -> Vec<u32> {
+        let mut healthy: Vec<u32> = Vec::new();
+        let mut unhealthy: Vec<u32> = Vec::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            if !b.enabled() {
+                continue;
+            }
+            if states.get(i).is_some_and(|s| s.healthy) { healthy.push(i as u32) } else { unhealthy.push(i as u32) }
+        }
+        healthy.sort_by(|&a, &b| {
+            let (x, y) = (&self.backends[a as usize].config, &self.backends[b as usize].config);
+            x.priority.cmp(&y.priority).then(y.weight.total_cmp(&x.weight))
+        });
+        unhealthy.sort_by_key(|&i| states.get(i as usize).map_or(0, |s| s.last_failure_ms));
+        healthy.extend(unhealthy);
+        healthy
+    }
+
+    /// Keep the strategy's answer honest: in range, enabled, no repeats.
+    pub fn sanitize(&self, order: Vec<u32>) -> Vec<u32> {
+        let mut seen = vec![false; self.backends.len()];
+        order
+            .into_iter()
+            .filter(|&i| {
+                let ok = self.backends.get(i as usize).is_some_and(RouteBackend::enabled) && !seen[i as usize];
+                if ok {
+                    seen[i as usize] = true;
+                }
+                ok
+            })
+            .collect()
+    }
+
+    /// Find a backend by the debug pin "provider" or "provider:model".
+    pub fn pinned(&self, pin: &str) -> Option<u32> {
+        let (provider, model) = match pin.split_once(':') {
+            Some((p, m)) => (p, Some(m)),
+            None => (pin, None),
+        };
+        self.backends
+            .iter()
+            .position(|b| b.enabled() && b.config.provider == provider && model.is_none_or(|m| b.config.model == m))
+            .map(|i| i as u32)
+    }
+
+    /// Record one attempt: health first, then the strategy's `observe`, whose
+    /// answer (if any) becomes the backend's kept score.
+    pub fn record(&self, index: u32, outcome: Outcome, latency_ms: f64, request: &wit::Request, policy: &CircuitPolicy) {
+        let Some(backend) = self.backends.get(index as usize) else { return };
+        let now = now_ms();
+        let before = to_wit_state(&backend.health, now, policy);
+        backend.health.record(outcome, latency_ms, now, policy);
+        let wit_outcome = match outcome {
+            Outcome::Success => wit::Outcome::Success,
+            Outcome::ClientError => wit::Outcome::Client,
+            Outcome::Failure(class) => match class {
+                ErrorClass::Network => wit::Outcome::Network,
+                ErrorClass::Timeout => wit::Outcome::Timeout,
+                ErrorClass::Auth => wit::Outcome::Auth,
+                ErrorClass::RateLimit => wit::Outcome::RateLimit,
+                ErrorClass::Server => wit::Outcome::Server,
+                ErrorClass::Model => wit::Outcome::Model,
+            },
+        };
+        match self.strategy.observe(request, index, wit_outcome, latency_ms, &before) {
+            Ok(Some(score)) => backend.health.set_score(score, now),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(plugin = &**self.strategy.name(), "observe failed: {e}"),
+        }
+    }
+}
+
+pub fn to_wit_state(health: &BackendHealth, now: u64, policy: &CircuitPolicy) -> wit::BackendState {
+    let v = health.view(now, policy);
+    wit::BackendState {
+        healthy: v.circuit.healthy(),
+        circuit: match v.circuit {
+            CircuitView::Closed => wit::Circuit::Closed,
+            CircuitView::Open => wit::Circuit::Open,
+            CircuitView::HalfOpen { .. } => wit::Circuit::HalfOpen,
+        },
+        recovery_factor: v.circuit.recovery_factor(),
+        latency_ms: v.latency_ms,
+        in_flight: v.in_flight,
+        consecutive_failures: v.consecutive_failures,
+        last_failure_ms: v.last_failure_ms,
+        errors: wit::ErrorCounts {
+            network: v.errors[ErrorClass::Network as usize],
+            timeout: v.errors[ErrorClass::Timeout as usize],
+            auth: v.errors[ErrorClass::Auth as usize],
+            rate_limit: v.errors[ErrorClass::RateLimit as usize],
+            server: v.errors[ErrorClass::Server as usize],
+            model: v.errors[ErrorClass::Model as usize],
+        },
+        score: v.score,
+        score_updated_ms: v.score_updated_ms,
+    }
+}
+
+/// The strategy-facing description of a backend, sent once per config change.
+pub fn to_wit_info(b: &Backend, provider_enabled: bool) -> wit::BackendInfo {
+    wit::BackendInfo {
+        provider: b.provider.clone(),
+        model: b.model.clone(),
+        weight: b.weight,
+        priority: b.priority,
+        enabled: b.enabled && provider_enabled,
+        billing: match b.billing_mode {
+            BillingMode::PerToken => wit::BillingMode::PerToken,
+            BillingMode::PerRequest => wit::BillingMode::PerRequest,
+        },
+        tags: b.tags.clone(),
+    }
+}

@@ -1,0 +1,177 @@
+//! A snapshot: everything a request needs, built and checked as one bundle and
+//! published with one atomic swap. A request keeps the snapshot it started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::config::{Config, PluginKind};
+use crate::health::{CircuitPolicy, HealthRegistry};
+use crate::plugin::auth::wit as auth_wit;
+use crate::plugin::strategy::wit as strategy_wit;
+use crate::plugin::{AuthPlugin, CompiledPlugin, Limits, StrategyPlugin, compile, stock};
+use crate::relay::UpstreamClient;
+
+use super::provider::ProviderRuntime;
+use super::route::{Route, RouteBackend, to_wit_info};
+
+/// Successes per recovery stage (10% → 30% → 50% → 100%).
+const SUCCESSES_PER_STAGE: u32 = 3;
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    /// Enabled and disabled routes, by the model name clients send.
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Routes in config order, for listings.
+    pub route_order: Vec<Arc<Route>>,
+    pub auth: Arc<AuthPlugin>,
+    pub strategies: BTreeMap<String, Arc<StrategyPlugin>>,
+    pub client: UpstreamClient,
+    pub policy: CircuitPolicy,
+}
+
+impl Snapshot {
+    /// Build and smoke-test a snapshot. `base_url` resolves a provider's base URL
+    /// (it maps `mock://` URLs to the embedded mocks). Fails without side effects
+    /// on the running gateway.
+    pub fn build(
+        config: Config,
+        health: &HealthRegistry,
+        base_url: &dyn Fn(&str) -> String,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, String> {
+        let settings = &config.settings;
+        let mut providers = HashMap::new();
+        for (key, p) in &config.providers {
+            providers.insert(key.clone(), Arc::new(ProviderRuntime::new(p, &base_url(&p.base_url))?));
+        }
+
+        // Group routes by strategy: each strategy instance is configured with the
+        // routes that use it, and a route knows its index in that list.
+        let mut by_strategy: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, m) in config.models.iter().enumerate() {
+            by_strategy.entry(m.strategy.clone()).or_default().push(i);
+        }
+        let mut strategies = BTreeMap::new();
+        for (name, model_indices) in &by_strategy {
+            let routes: Vec<strategy_wit::RouteInfo> = model_indices
+                .iter()
+                .map(|&i| {
+                    let m = &config.models[i];
+                    strategy_wit::RouteInfo {
+                        name: m.name.clone(),
+                        backends: m
+                            .backends
+                            .iter()
+                            .map(|b| to_wit_info(b, providers.get(&b.provider).is_some_and(|p| p.enabled)))
+                            .collect(),
+                    }
+                })
+                .collect();
+            let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy)?;
+            let plugin = StrategyPlugin::prepare(compiled, limits, plugin_config, routes).map_err(|e| e.to_string())?;
+            strategies.insert(name.clone(), Arc::new(plugin));
+        }
+
+        let mut routes = HashMap::new();
+        let mut route_order = Vec::new();
+        for (name, model_indices) in &by_strategy {
+            let Some(strategy) = strategies.get(name) else { continue };
+            for (strategy_index, &i) in model_indices.iter().enumerate() {
+                let m = &config.models[i];
+                let mut backends = Vec::new();
+                for b in &m.backends {
+                    // A disabled backend may name an unknown provider (lenient
+                    // validation); it is kept, disabled, so indices match the config.
+                    let provider = match providers.get(&b.provider) {
+                        Some(p) => p.clone(),
+                        None => Arc::new(ProviderRuntime::disabled(&b.provider)),
+                    };
+                    backends.push(RouteBackend {
+                        config: b.clone(),
+                        provider,
+                        health: health.get_or_create(&b.provider, &b.model),
+                    });
+                }
+                let previous_sequence = previous
+                    .and_then(|p| p.routes.get(&m.name))
+                    .map_or(0, |r| r.sequence.load(std::sync::atomic::Ordering::Relaxed));
+                let route = Arc::new(Route {
+                    name: m.name.clone(),
+                    enabled: m.enabled,
+                    strategy: strategy.clone(),
+                    strategy_index: strategy_index as u32,
+                    backends,
+                    sequence: AtomicU64::new(previous_sequence),
+                });
+                routes.insert(m.name.clone(), route.clone());
+                route_order.push((i, route));
+            }
+        }
+        route_order.sort_by_key(|(i, _)| *i);
+
+        let users = config.users.iter().map(to_wit_user).collect();
+        let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth)?;
+        let auth = AuthPlugin::prepare(compiled, limits, auth_config, users).map_err(|e| e.to_string())?;
+
+        let client = match previous {
+            // Keep the pooled connections when the connect timeout did not change.
+            Some(p) if p.config.settings.connection_timeout == settings.connection_timeout => p.client.clone(),
+            _ => UpstreamClient::new(settings.connection_timeout)?,
+        };
+        let policy = CircuitPolicy {
+            threshold: settings.circuit_breaker_threshold,
+            window: settings.circuit_breaker_window,
+            cooldown: settings.circuit_breaker_cooldown,
+            successes_per_stage: SUCCESSES_PER_STAGE,
+        };
+        Ok(Snapshot {
+            routes,
+            route_order: route_order.into_iter().map(|(_, r)| r).collect(),
+            auth: Arc::new(auth),
+            strategies,
+            client,
+            policy,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The compiled plugin, its limits and its configuration JSON, for a stock plugin
+/// name or a `[plugins.X]` entry.
+fn load_plugin(config: &Config, name: &str, kind: PluginKind) -> Result<(CompiledPlugin, Limits, String), String> {
+    if let Some(spec) = config.plugins.get(name) {
+        if spec.kind != kind {
+            return Err(format!("plugins.{name}: is a {:?} plugin, used as {kind:?}", spec.kind));
+        }
+        let bytes = std::fs::read(&spec.path)
+            .map_err(|e| format!("plugins.{name}.path: cannot read {}: {e}", spec.path.display()))?;
+        let compiled = compile(name, &spec.path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
+        return Ok((compiled, spec.limits, spec.config_json.clone()));
+    }
+    let bytes = stock::bytes(name).ok_or_else(|| format!("unknown plugin {name:?}"))?;
+    let compiled = compile(name, "stock", bytes).map_err(|e| e.to_string())?;
+    let plugin_config = match (kind, name) {
+        (PluginKind::Strategy, "smart_ai") => config.settings.smart_ai_json.clone(),
+        (PluginKind::Auth, _) => config.auth.config_json.clone(),
+        _ => "{}".to_string(),
+    };
+    Ok((compiled, Limits::default(), plugin_config))
+}
+
+fn to_wit_user(u: &crate::config::User) -> auth_wit::UserInfo {
+    auth_wit::UserInfo {
+        id: u.key.clone(),
+        name: u.name.clone(),
+        token: u.token.as_ref().map(|t| t.expose().to_string()).unwrap_or_default(),
+        token_sha256: u.token_sha256.clone().unwrap_or_default(),
+        allowed_models: u.allowed_models.clone(),
+        enabled: u.enabled,
+        tags: u.tags.clone(),
+        limits: auth_wit::RateLimits {
+            per_minute: u.rate_limit.per_minute,
+            per_hour: u.rate_limit.per_hour,
+            per_day: u.rate_limit.per_day,
+        },
+    }
+}

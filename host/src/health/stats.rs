@@ -1,0 +1,178 @@
+//! Passive stats of one backend, updated after every upstream attempt. All atomics:
+//! many requests record into the same backend at once without a lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use super::circuit::{Circuit, CircuitPolicy, CircuitView};
+
+/// A failure class, from a status code or a transport error (never message text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    Network,
+    Timeout,
+    /// 401/403 from the upstream: our key was rejected.
+    Auth,
+    /// 429.
+    RateLimit,
+    /// 5xx.
+    Server,
+    /// 404: the provider does not serve the model.
+    Model,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 6] =
+        [ErrorClass::Network, ErrorClass::Timeout, ErrorClass::Auth, ErrorClass::RateLimit, ErrorClass::Server, ErrorClass::Model];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Network => "network",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Auth => "auth",
+            ErrorClass::RateLimit => "rate_limit",
+            ErrorClass::Server => "server",
+            ErrorClass::Model => "model",
+        }
+    }
+
+    /// The class of an upstream status that is not a success, or `None` when the
+    /// status blames the caller's own request (other 4xx).
+    pub fn from_status(status: u16) -> Option<ErrorClass> {
+        match status {
+            401 | 403 => Some(ErrorClass::Auth),
+            404 => Some(ErrorClass::Model),
+            408 => Some(ErrorClass::Timeout),
+            429 => Some(ErrorClass::RateLimit),
+            500..=599 => Some(ErrorClass::Server),
+            _ => None,
+        }
+    }
+}
+
+/// The result of one attempt, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure(ErrorClass),
+    /// The caller's request was bad (4xx other than the classes above): no blame.
+    ClientError,
+}
+
+pub struct BackendHealth {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    in_flight: AtomicU32,
+    /// f64 bits of the latency EWMA in ms; `NO_VALUE` until the first success.
+    latency_ewma: AtomicU64,
+    consecutive_failures: AtomicU32,
+    last_failure_ms: AtomicU64,
+    successes: AtomicU64,
+    errors: [AtomicU32; 6],
+    /// f64 bits of the score the strategy asked us to keep; `NO_VALUE` when none.
+    score: AtomicU64,
+    score_updated_ms: AtomicU64,
+    circuit: Circuit,
+}
+
+const NO_VALUE: u64 = u64::MAX;
+/// Weight of a new latency sample in the moving average.
+const EWMA_ALPHA: f64 = 0.2;
+
+/// Everything a strategy sees of a backend, read at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthView {
+    pub circuit: CircuitView,
+    pub latency_ms: Option<f64>,
+    pub in_flight: u32,
+    pub consecutive_failures: u32,
+    pub last_failure_ms: u64,
+    pub errors: [u32; 6],
+    pub successes: u64,
+    pub score: Option<f64>,
+    pub score_updated_ms: u64,
+}
+
+impl BackendHealth {
+    pub fn new(provider: &str, model: &str) -> Self {
+        BackendHealth {
+            provider: provider.into(),
+            model: model.into(),
+            in_flight: AtomicU32::new(0),
+            latency_ewma: AtomicU64::new(NO_VALUE),
+            consecutive_failures: AtomicU32::new(0),
+            last_failure_ms: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            errors: Default::default(),
+            score: AtomicU64::new(NO_VALUE),
+            score_updated_ms: AtomicU64::new(0),
+            circuit: Circuit::default(),
+        }
+    }
+
+    pub fn view(&self, now_ms: u64, policy: &CircuitPolicy) -> HealthView {
+        let bits = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|&b| b != NO_VALUE).map(f64::from_bits);
+        HealthView {
+            circuit: self.circuit.view(now_ms, policy),
+            latency_ms: bits(&self.latency_ewma),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            last_failure_ms: self.last_failure_ms.load(Ordering::Relaxed),
+            errors: std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed)),
+            successes: self.successes.load(Ordering::Relaxed),
+            score: bits(&self.score),
+            score_updated_ms: self.score_updated_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Count a request in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Record one attempt's outcome. Exactly one call per attempt: the relay owns this.
+    pub fn record(&self, outcome: Outcome, latency_ms: f64, now_ms: u64, policy: &CircuitPolicy) {
+        match outcome {
+            Outcome::Success => {
+                self.successes.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.update_latency(latency_ms);
+                self.circuit.record_success(now_ms, policy);
+            }
+            Outcome::Failure(class) => {
+                self.errors[class as usize].fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                self.last_failure_ms.store(now_ms, Ordering::Relaxed);
+                if self.circuit.record_failure(now_ms, policy) {
+                    tracing::warn!(provider = &*self.provider, model = &*self.model, "circuit opened");
+                }
+            }
+            Outcome::ClientError => {}
+        }
+    }
+
+    pub fn set_score(&self, score: f64, now_ms: u64) {
+        if score.is_finite() {
+            self.score.store(score.to_bits(), Ordering::Relaxed);
+            self.score_updated_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    fn update_latency(&self, sample: f64) {
+        // A lost race between two concurrent updates drops one sample: harmless
+        // for a moving average, and cheaper than a CAS loop.
+        let old = self.latency_ewma.load(Ordering::Relaxed);
+        let new = if old == NO_VALUE { sample } else { f64::from_bits(old) * (1.0 - EWMA_ALPHA) + sample * EWMA_ALPHA };
+        self.latency_ewma.store(new.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Decrements the backend's in-flight count when dropped.
+pub struct InFlight(Arc<BackendHealth>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

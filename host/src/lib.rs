@@ -1,0 +1,25 @@
+//! Berry: an OpenAI-compatible LLM gateway whose backend-selection strategies and
+//! auth policies are WebAssembly components.
+//!
+//! A request flows through named phases (see `docs/architecture.md`):
+//! authenticate → parse → select → upstream (retrying down the ranked list) →
+//! stream back → record. The pieces:
+//!
+//! - [`config`]: strict two-stage TOML config.
+//! - [`gateway`]: the live state — one atomically swapped [`gateway::Snapshot`] of
+//!   config, routes and plugins, plus the health of every backend.
+//! - [`plugin`]: the wasm runtime (engine, sandbox, warm pools, stock plugins).
+//! - [`health`]: per-backend passive stats and circuit breaker.
+//! - [`relay`]: upstream client, body rewrite, retries, stream pass-through.
+//! - [`server`]: the HTTP front door and its handlers.
+//! - [`mock`]: the embedded OpenAI-compatible mock provider.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod health;
+pub mod mock;
+pub mod plugin;
+pub mod relay;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,167 @@
+//! The `berry` command: serve the gateway, check a config, or run the mock provider.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use berry::config::Config;
+use berry::gateway::Gateway;
+use berry::mock::{FailMode, MockServer, MockSettings};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "berry", version, about = "An OpenAI-compatible LLM gateway with WebAssembly routing and auth plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway (the default).
+    Serve(ServeArgs),
+    /// Validate a config file fully (the same checks the server runs, plugins
+    /// included); exit 0 when valid, 1 with every problem listed when not.
+    CheckConfig { path: PathBuf },
+    /// Run the mock OpenAI-compatible provider on its own.
+    MockProvider(MockArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Config file [default: $CONFIG_PATH, else config/berry.toml]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address [default: $BIND_ADDRESS, else settings.listen, else 0.0.0.0:8080]
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Args)]
+struct MockArgs {
+    #[arg(long, default_value_t = 9090)]
+    port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Label returned as `system_fingerprint`.
+    #[arg(long, default_value = "mock")]
+    name: String,
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    #[arg(long, default_value_t = 5)]
+    chunks: u32,
+    #[arg(long, default_value_t = 0)]
+    chunk_delay_ms: u64,
+    /// Fail with this HTTP status (with --fail-rate of requests).
+    #[arg(long)]
+    fail_status: Option<u16>,
+    #[arg(long, default_value_t = 1.0)]
+    fail_rate: f64,
+}
+
+fn main() -> ExitCode {
+    berry::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match cli.command {
+        None => runtime.block_on(serve(cli.serve)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::CheckConfig { path }) => runtime.block_on(check_config(path)),
+        Some(Command::MockProvider(args)) => runtime.block_on(mock_provider(args)),
+    }
+}
+
+#[allow(clippy::print_stderr, reason = "CLI error output")]
+fn fail(message: &str) -> ExitCode {
+    eprintln!("berry: {message}");
+    ExitCode::FAILURE
+}
+
+fn config_path(args: &ServeArgs) -> PathBuf {
+    args.config
+        .clone()
+        .or_else(|| std::env::var_os("CONFIG_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config/berry.toml"))
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let path = config_path(&args);
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("invalid config {}:\n{e}", path.display())),
+    };
+    let listen = args
+        .listen
+        .or_else(|| std::env::var("BIND_ADDRESS").ok())
+        .or_else(|| config.settings.listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:8080".to_string());
+    let gateway = match Gateway::start(config).await {
+        Ok(g) => g,
+        Err(e) => return fail(&e),
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
+    };
+    let addr = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
+    tracing::info!(config = %path.display(), "berry listening on http://{addr}");
+    berry::server::serve(listener, gateway, shutdown_signal()).await;
+    tracing::info!("berry stopped");
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "CLI output")]
+async fn check_config(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("{} is invalid:\n{e}", path.display())),
+    };
+    // Build the whole gateway state (plugins compiled, configured and smoke-called)
+    // without listening: the same checks a start or reload runs.
+    let models = config.models.len();
+    let users = config.users.len();
+    match Gateway::start(config).await {
+        Ok(_) => {
+            println!("{}: OK ({models} models, {users} users)", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("{} is invalid:\n{e}", path.display())),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "CLI output")]
+async fn mock_provider(args: MockArgs) -> ExitCode {
+    let settings = MockSettings {
+        name: args.name,
+        latency_ms: args.latency_ms,
+        chunks: args.chunks.max(1),
+        chunk_delay_ms: args.chunk_delay_ms,
+        fail: args.fail_status.map_or(FailMode::None, FailMode::Status),
+        fail_rate: args.fail_rate.clamp(0.0, 1.0),
+        ..MockSettings::default()
+    };
+    let server = match MockServer::start(&format!("{}:{}", args.host, args.port), settings).await {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot start the mock provider: {e}")),
+    };
+    println!("mock provider listening on {}", server.base_url());
+    shutdown_signal().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,218 @@
+//! The embedded mock provider: an OpenAI-compatible server with deterministic
+//! answers, real SSE streaming, configurable latency and failure injection.
+//!
+//! It backs the demo config (`mock://` providers), the tests and the benchmarks, and
+//! runs standalone as `berry mock-provider --port N`. Besides the OpenAI paths it
+//! serves `POST /mock/control` (change knobs at runtime) and `GET /mock/stats`
+//! (hit counters and the last request received, for assertions).
+
+mod responses;
+mod settings;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use settings::{FailMode, MockSettings, MockUpdate};
+
+use responses::{MockBody, json_response};
+
+/// Hit counters and the last request, shared by a server and its handle.
+#[derive(Default)]
+pub struct MockState {
+    pub settings: ArcSwap<MockSettings>,
+    pub requests: AtomicU64,
+    pub chat: AtomicU64,
+    pub completions: AtomicU64,
+    pub embeddings: AtomicU64,
+    /// `GET /models` hits: what active health probes use.
+    pub models: AtomicU64,
+    pub last: Mutex<Option<RecordedRequest>>,
+}
+
+/// The last request the mock received, as received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl MockState {
+    pub fn update(&self, update: MockUpdate) {
+        let mut s = (**self.settings.load()).clone();
+        s.apply(update);
+        self.settings.store(Arc::new(s));
+    }
+
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.last.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// A running mock. Dropping it stops the listener and closes every connection, so
+/// the address then refuses connections like a dead provider.
+pub struct MockServer {
+    addr: SocketAddr,
+    pub state: Arc<MockState>,
+    stop: watch::Sender<bool>,
+}
+
+impl MockServer {
+    pub async fn start(addr: &str, settings: MockSettings) -> std::io::Result<MockServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(MockState { settings: ArcSwap::from_pointee(settings), ..Default::default() });
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, state.clone(), stopped));
+        Ok(MockServer { addr, state, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAI base URL of this mock (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<MockState>, mut stopped: watch::Receiver<bool>) {
+    let watcher = stopped.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let mut conn_stopped = watcher.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| handle(state.clone(), req));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stopped.wait_for(|s| *s) => {}
+                    }
+                });
+            }
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Error returned to hyper to drop a connection without an answer.
+#[derive(Debug)]
+struct CloseConnection;
+impl std::fmt::Display for CloseConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mock closes the connection")
+    }
+}
+impl std::error::Error for CloseConnection {}
+
+async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Response<MockBody>, CloseConnection> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let body = Limited::new(body, 16 << 20).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+
+    if path == "/mock/control" && parts.method == Method::POST {
+        return Ok(match serde_json::from_slice::<MockUpdate>(&body) {
+            Ok(update) => {
+                state.update(update);
+                json_response(StatusCode::OK, &json!({ "ok": true }))
+            }
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": e.to_string() })),
+        });
+    }
+    if path == "/mock/stats" {
+        return Ok(json_response(StatusCode::OK, &stats_json(&state)));
+    }
+
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut last) = state.last.lock() {
+        *last = Some(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: body.clone(),
+        });
+    }
+    let settings = state.settings.load_full();
+    let counter = match path.trim_start_matches("/v1") {
+        "/chat/completions" => Some(&state.chat),
+        "/completions" => Some(&state.completions),
+        "/embeddings" => Some(&state.embeddings),
+        "/models" => Some(&state.models),
+        _ => None,
+    };
+    let Some(counter) = counter else {
+        return Ok(responses::error(StatusCode::NOT_FOUND, "unknown_url", &format!("Unknown request URL: {path}")));
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+
+    if settings.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
+    }
+    let failing = !matches!(settings.fail, FailMode::None) && fastrand::f64() < settings.fail_rate;
+    if failing {
+        match settings.fail {
+            FailMode::Status(status) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Ok(responses::error(status, "mock_failure", "Injected failure from the mock provider."));
+            }
+            FailMode::Hang => {
+                std::future::pending::<()>().await;
+            }
+            FailMode::Close => return Err(CloseConnection),
+            FailMode::MidStream | FailMode::None => {}
+        }
+    }
+    let break_mid_stream = failing && settings.fail == FailMode::MidStream;
+    Ok(responses::answer(&path, &body, &settings, break_mid_stream))
+}
+
+fn stats_json(state: &MockState) -> serde_json::Value {
+    let last = state.last_request().map(|r| {
+        json!({
+            "method": r.method,
+            "path": r.path,
+            "headers": r.headers,
+            "body": String::from_utf8_lossy(&r.body),
+        })
+    });
+    json!({
+        "requests": state.requests.load(Ordering::Relaxed),
+        "chat": state.chat.load(Ordering::Relaxed),
+        "completions": state.completions.load(Ordering::Relaxed),
+        "embeddings": state.embeddings.load(Ordering::Relaxed),
+        "models": state.models.load(Ordering::Relaxed),
+        "last_request": last,
+        "settings": &**state.settings.load(),
+    })
+}

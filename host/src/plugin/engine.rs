@@ -1,0 +1,124 @@
+//! The process-wide wasmtime engine and the compiled-component cache.
+//!
+//! One engine serves every plugin: compiled code can be shared across config
+//! snapshots and swaps, and one epoch ticker thread drives every call's deadline.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::PluginError;
+use super::bindings::{auth as auth_world, strategy as strategy_world};
+use super::sandbox::HostState;
+
+/// How often the epoch advances. Deadlines are whole ticks, so this is their resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+pub struct PluginEngine {
+    pub engine: Engine,
+    pub strategy_linker: Linker<HostState>,
+    pub auth_linker: Linker<HostState>,
+    /// Compiled components by SHA-256 of their bytes: a config reload or a restart of
+    /// the same plugin never compiles twice in one process.
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
+}
+
+static ENGINE: OnceLock<Result<PluginEngine, String>> = OnceLock::new();
+
+/// The engine, created on first use.
+pub fn engine() -> Result<&'static PluginEngine, PluginError> {
+    ENGINE
+        .get_or_init(PluginEngine::new)
+        .as_ref()
+        .map_err(|message| PluginError::Load { plugin: "(engine)".into(), message: message.clone() })
+}
+
+impl PluginEngine {
+    fn new() -> Result<PluginEngine, String> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        // Deadlines: wall-clock interruption, checked at loop headers and calls.
+        config.epoch_interruption(true);
+        // Fuel bounds the work of one call deterministically, independent of load.
+        config.consume_fuel(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust wasip2 component is a handful of core instances around one memory.
+        // These totals cover ~100 live plugin instances (warm pools of every plugin of
+        // two snapshots during a swap); memory is reserved lazily, so they cost
+        // address space, not RSS.
+        pool.total_component_instances(256);
+        pool.total_core_instances(2048);
+        pool.total_memories(512);
+        pool.total_tables(1024);
+        pool.max_memory_size(super::Limits::MAX_MEMORY_BYTES);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| format!("cannot create the wasm engine: {e:#}"))?;
+
+        let mut strategy_linker = Linker::new(&engine);
+        let mut auth_linker = Linker::new(&engine);
+        for linker in [&mut strategy_linker, &mut auth_linker] {
+            // WASI is linked because Rust's std imports it; the context every store gets
+            // is empty (no files, env, args, sockets), see `sandbox.rs`.
+            wasmtime_wasi::p2::add_to_linker_sync(linker).map_err(|e| format!("linking WASI: {e:#}"))?;
+        }
+        strategy_world::StrategyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut strategy_linker, |s| s)
+            .map_err(|e| format!("linking the strategy world: {e:#}"))?;
+        auth_world::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
+            .map_err(|e| format!("linking the auth world: {e:#}"))?;
+
+        spawn_epoch_ticker(engine.weak());
+        Ok(PluginEngine { engine, strategy_linker, auth_linker, compiled: Mutex::new(HashMap::new()) })
+    }
+}
+
+/// Advance the engine's epoch every tick, for as long as the engine lives.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
+    let spawned = std::thread::Builder::new().name("berry-epoch".into()).spawn(move || {
+        while let Some(engine) = engine.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the plugin epoch thread, deadlines will not fire: {e}");
+    }
+}
+
+/// A compiled plugin: what every config snapshot that uses it shares.
+#[derive(Clone)]
+pub struct CompiledPlugin {
+    pub name: Arc<str>,
+    pub component: Component,
+    /// SHA-256 of the component bytes, lowercase hex.
+    pub hash: Arc<str>,
+    /// Where it came from: "stock" or a file path.
+    pub source: Arc<str>,
+}
+
+/// Compile (or take from the cache) a component.
+pub fn compile(name: &str, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+    let pe = engine()?;
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let cached = pe.compiled.lock().map_err(|_| load_err(name, "compile cache poisoned"))?.get(&digest).cloned();
+    let component = match cached {
+        Some(c) => c,
+        None => {
+            // Compiling happens outside the lock: a slow compile must not stall others.
+            let c = Component::new(&pe.engine, bytes).map_err(|e| load_err(name, format!("not a valid component: {e:#}")))?;
+            pe.compiled.lock().map_err(|_| load_err(name, "compile cache poisoned"))?.insert(digest, c.clone());
+            c
+        }
+    };
+    Ok(CompiledPlugin { name: name.into(), component, hash: hash.into(), source: source.into() })
+}
+
+fn load_err(plugin: &str, message: impl Into<String>) -> PluginError {
+    PluginError::Load { plugin: plugin.to_string(), message: message.into() }
+}

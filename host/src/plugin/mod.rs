@@ -1,0 +1,74 @@
+//! The plugin runtime: the one place where WebAssembly components are compiled,
+//! sandboxed and called.
+//!
+//! - `engine.rs`: the process-wide wasmtime engine (trimmed features, pooling
+//!   allocator, epoch ticker) and its cache of compiled components.
+//! - `sandbox.rs`: the single builder of plugin stores; every limit is applied there.
+//! - `pool.rs`: warm, configured instances reused across calls; a trapped one is dropped.
+//! - `strategy.rs` / `auth.rs`: typed handles for the two plugin kinds.
+//! - `stock.rs`: the stock plugins embedded in the binary by `build.rs`.
+
+pub mod auth;
+mod bindings;
+mod engine;
+mod pool;
+mod sandbox;
+pub mod stock;
+pub mod strategy;
+
+use std::time::Duration;
+
+pub use auth::AuthPlugin;
+pub use engine::{CompiledPlugin, compile};
+pub use strategy::StrategyPlugin;
+
+/// Names of the stock strategies, usable as `strategy = "..."` without a `[plugins]` entry.
+pub const STOCK_STRATEGIES: &[&str] =
+    &["weighted_random", "round_robin", "least_latency", "failover", "random", "smart_ai"];
+/// Names of the stock auth policies.
+pub const STOCK_AUTH: &[&str] = &["token_auth"];
+
+/// Sandbox limits for one plugin; every call runs under all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wasm instructions (roughly) one call may execute before it traps.
+    pub fuel: u64,
+    /// Linear memory cap of one instance.
+    pub memory_bytes: usize,
+    /// Wall-clock time one call may take before it is interrupted.
+    pub deadline: Duration,
+}
+
+impl Limits {
+    /// Upper bound for `memory_mb`: the pooling allocator reserves slots this large.
+    pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A stock strategy ranks 64 backends in well under 100k instructions; 10M
+            // leaves room for heavier custom logic and still stops a runaway loop in
+            // a few milliseconds.
+            fuel: 10_000_000,
+            // Stock plugins use about 1 MiB; 16 MiB lets a plugin keep real tables.
+            memory_bytes: 16 << 20,
+            // Calls take microseconds. The deadline is a guard against loops that
+            // burn no fuel-visible work (host calls); tens of ms, as the epoch counts wall time.
+            deadline: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why a plugin call failed. The caller answers through its fallback either way.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin {plugin} trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("plugin {plugin} could not be instantiated: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("plugin {plugin} rejected its configuration: {message}")]
+    Configure { plugin: String, message: String },
+    #[error("plugin {plugin}: {message}")]
+    Load { plugin: String, message: String },
+}

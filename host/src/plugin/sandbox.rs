@@ -1,0 +1,81 @@
+//! The one door to the sandbox: every plugin `Store` is created by [`new_store`],
+//! so no plugin ever runs without its memory cap, fuel and deadline.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::Limits;
+use super::bindings::strategy::berry::gateway::{host, types};
+use super::engine::{EPOCH_TICK, PluginEngine};
+
+/// What a plugin's store holds. Plugins get no WASI capabilities: the context is
+/// empty (no preopened files, no environment, no arguments, no sockets; stdio is
+/// discarded) and exists only because Rust's std links against WASI.
+pub struct HostState {
+    plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+/// Create a store for `plugin` with its limits installed.
+pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<HostState> {
+    let state = HostState {
+        plugin,
+        wasi: WasiCtxBuilder::new().build(),
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            // One component is a few core instances and tables; nothing more is needed.
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build(),
+    };
+    let mut store = Store::new(&pe.engine, state);
+    store.limiter(|s| &mut s.limits);
+    arm(&mut store, limits);
+    store
+}
+
+/// Reset the per-call budget: fuel and the wall-clock deadline. Called before every
+/// call into the plugin.
+pub fn arm(store: &mut Store<HostState>, limits: &Limits) {
+    let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+    // +1: the current tick may be about to end.
+    store.set_epoch_deadline(ticks + 1);
+    // `set_fuel` fails only when fuel is disabled in the engine, which it never is.
+    let _ = store.set_fuel(limits.fuel);
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) {
+        // Bounded: a plugin cannot flood the log with megabyte lines.
+        let message: String = message.chars().take(2048).collect();
+        let plugin = &*self.plugin;
+        match level {
+            host::Level::Trace => tracing::trace!(plugin, "{message}"),
+            host::Level::Debug => tracing::debug!(plugin, "{message}"),
+            host::Level::Info => tracing::info!(plugin, "{message}"),
+            host::Level::Warn => tracing::warn!(plugin, "{message}"),
+            host::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+}

@@ -1,0 +1,191 @@
+//! The request body, parsed only as far as routing needs, and rewritten for the
+//! upstream with every byte preserved except the `model` value (mapped to the
+//! provider's name) and the debug `backend` field (removed).
+
+use bytes::Bytes;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+
+/// What the gateway reads from a request body.
+#[derive(Debug)]
+pub struct RequestBody {
+    bytes: Bytes,
+    pub model: String,
+    pub stream: bool,
+    /// The debug `backend` pin, as written ("provider" or "provider:model").
+    pub backend: Option<String>,
+    /// Byte range of the `model` value (including its quotes) in `bytes`.
+    model_span: (usize, usize),
+    /// Byte range of the `backend` member, with the comma that separated it.
+    backend_span: Option<(usize, usize)>,
+}
+
+impl RequestBody {
+    /// Parse a JSON object body. Only top-level members are looked at; nested
+    /// values stay raw and are never re-encoded.
+    pub fn parse(bytes: Bytes) -> Result<RequestBody, GatewayError> {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| GatewayError::bad_request("invalid_json", "Request body is not valid UTF-8."))?;
+        let members = parse_members(text)
+            .map_err(|e| GatewayError::bad_request("invalid_json", format!("Request body is not a valid JSON object: {e}")))?;
+        let mut model = None;
+        let mut stream = false;
+        let mut backend = None;
+        let mut backend_member = None;
+        for (i, m) in members.iter().enumerate() {
+            match m.key.as_str() {
+                "model" => {
+                    let name: String = serde_json::from_str(m.value.get()).map_err(|_| {
+                        GatewayError::bad_request("invalid_model", "'model' must be a string.").with_param("model")
+                    })?;
+                    model = Some((name, span_of(text, m.value.get())));
+                }
+                "stream" => {
+                    stream = serde_json::from_str::<Option<bool>>(m.value.get())
+                        .map_err(|_| GatewayError::bad_request("invalid_stream", "'stream' must be a boolean.").with_param("stream"))?
+                        .unwrap_or(false);
+                }
+                "backend" => {
+                    let pin: String = serde_json::from_str(m.value.get()).map_err(|_| {
+                        GatewayError::bad_request("invalid_backend", "'backend' must be a string.").with_param("backend")
+                    })?;
+                    backend = Some(pin);
+                    backend_member = Some(i);
+                }
+                _ => {}
+            }
+        }
+        let Some((model, model_span)) = model else {
+            return Err(GatewayError::bad_request("missing_model", "Request body must include 'model'.").with_param("model"));
+        };
+        let backend_span = backend_member.map(|i| member_span(text, &members, i));
+        Ok(RequestBody { bytes, model, stream, backend, model_span, backend_span })
+    }
+
+    /// The body to send upstream: the same bytes with `model` set to `upstream_model`
+    /// and the `backend` member cut out.
+    pub fn for_upstream(&self, upstream_model: &str) -> Bytes {
+        let new_model = serde_json::to_string(upstream_model).unwrap_or_else(|_| "\"\"".to_string());
+        let mut cuts: Vec<((usize, usize), &[u8])> = vec![(self.model_span, new_model.as_bytes())];
+        if let Some(span) = self.backend_span {
+            cuts.push((span, b""));
+        }
+        cuts.sort_by_key(|(span, _)| span.0);
+        let mut out = Vec::with_capacity(self.bytes.len() + new_model.len());
+        let mut pos = 0;
+        for ((start, end), replacement) in cuts {
+            out.extend_from_slice(&self.bytes[pos..start]);
+            out.extend_from_slice(replacement);
+            pos = end;
+        }
+        out.extend_from_slice(&self.bytes[pos..]);
+        Bytes::from(out)
+    }
+}
+
+struct Member<'a> {
+    key: String,
+    value: &'a RawValue,
+}
+
+/// Byte range of `inner` (a slice borrowed from `outer`) within `outer`.
+fn span_of(outer: &str, inner: &str) -> (usize, usize) {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    (start, start + inner.len())
+}
+
+/// The span to delete to remove member `i`: from the end of the previous value (so
+/// its separating comma goes too) to the end of this value; for the first member,
+/// from the opening brace to the start of the next key.
+fn member_span(text: &str, members: &[Member], i: usize) -> (usize, usize) {
+    let (_, value_end) = span_of(text, members[i].value.get());
+    if i > 0 {
+        let (_, prev_end) = span_of(text, members[i - 1].value.get());
+        (prev_end, value_end)
+    } else {
+        let open = text.find('{').map_or(0, |p| p + 1);
+        match members.get(1) {
+            // Up to the next key's opening quote: the text between is `, ` or similar.
+            Some(next) => {
+                let (next_start, _) = span_of(text, next.value.get());
+                let key_start = text[value_end..next_start].find('"').map_or(value_end, |p| value_end + p);
+                (open, key_start)
+            }
+            None => (open, value_end),
+        }
+    }
+}
+
+fn parse_members(text: &str) -> Result<Vec<Member<'_>>, serde_json::Error> {
+    struct MembersVisitor;
+    impl<'de> Visitor<'de> for MembersVisitor {
+        type Value = Vec<Member<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value: &'de RawValue = map.next_value()?;
+                members.push(Member { key, value });
+            }
+            Ok(members)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let members = (&mut de).deserialize_map(MembersVisitor)?;
+    de.end()?;
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> RequestBody {
+        match RequestBody::parse(Bytes::from(s.to_string())) {
+            Ok(b) => b,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn replaces_only_the_model_value() {
+        let body = parse(r#"{ "z": 1.50, "model" : "gpt-4", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#);
+        assert_eq!(body.model, "gpt-4");
+        assert!(!body.stream);
+        let out = body.for_upstream("real-model");
+        assert_eq!(
+            std::str::from_utf8(&out).ok(),
+            Some(r#"{ "z": 1.50, "model" : "real-model", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#)
+        );
+    }
+
+    #[test]
+    fn removes_backend_wherever_it_is() {
+        for (input, expected) in [
+            (r#"{"backend":"p","model":"m","x":1}"#, r#"{"model":"u","x":1}"#),
+            (r#"{"model":"m","backend":"p:q","x":1}"#, r#"{"model":"u","x":1}"#),
+            (r#"{"model":"m","x":1,"backend":"p"}"#, r#"{"model":"u","x":1}"#),
+            (r#"{"backend":"p","model":"m"}"#, r#"{"model":"u"}"#),
+        ] {
+            let body = parse(input);
+            assert!(body.backend.is_some());
+            let out = body.for_upstream("u");
+            assert_eq!(std::str::from_utf8(&out).ok(), Some(expected), "input {input}");
+            assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok());
+        }
+    }
+
+    #[test]
+    fn reads_stream_and_rejects_bad_bodies() {
+        assert!(parse(r#"{"model":"m","stream":true}"#).stream);
+        assert!(!parse(r#"{"model":"m","stream":null}"#).stream);
+        for bad in [r#"{"model":"m""#, "[]", r#"{"messages":[]}"#, r#"{"model":5}"#, "{} {}", ""] {
+            let err = RequestBody::parse(Bytes::from(bad.to_string())).err();
+            assert_eq!(err.map(|e| e.status.as_u16()), Some(400), "input {bad:?}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Talking to providers: the pooled client, the body rewrite, the retry loop down
+//! the strategy's ranked list, and stream pass-through.
+
+pub mod body;
+mod client;
+mod forward;
+mod stream;
+
+pub use body::RequestBody;
+pub use client::UpstreamClient;
+pub use forward::{ForwardRequest, Forwarded, forward};
+
+/// The OpenAI endpoints Berry routes, each relayed to the same path under the
+/// provider's base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Models,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 4] = [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Models];
+
+    pub fn upstream_path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+            Endpoint::Models => "/models",
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The authenticate phase: credentials → the auth plugin → a principal or an error.
+
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+use crate::gateway::Snapshot;
+use crate::plugin::auth::wit;
+
+/// Headers a policy never sees: the credentials themselves travel in `token`.
+const WITHHELD: &[&str] = &["authorization", "x-api-key", "cookie", "proxy-authorization"];
+/// Bounds on what is handed to the policy, so a hostile client cannot make the
+/// per-request plugin call expensive.
+const MAX_HEADERS: usize = 32;
+const MAX_HEADER_VALUE: usize = 1024;
+
+/// The caller's token: `Authorization: Bearer …`, else `x-api-key`.
+pub fn token(headers: &HeaderMap) -> &str {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).unwrap_or("")
+}
+
+pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Result<wit::Principal, GatewayError> {
+    let passed = headers
+        .iter()
+        .filter(|(name, value)| !WITHHELD.contains(&name.as_str()) && value.len() <= MAX_HEADER_VALUE)
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .take(MAX_HEADERS)
+        .collect();
+    let request = wit::AuthRequest { token: token(headers).to_string(), model: model.to_string(), headers: passed };
+    match snapshot.auth.authorize(&request) {
+        Ok(Ok(principal)) => Ok(principal),
+        Ok(Err(denial)) => Err(GatewayError::denied(denial.status, &denial.code, denial.message)),
+        Err(e) => {
+            tracing::error!("auth policy failed, denying: {e}");
+            Err(GatewayError::plugin_unavailable("auth policy"))
+        }
+    }
+}
+
+/// Whether `principal` may use `model` (an empty list allows every model).
+pub fn allowed(principal: &wit::Principal, model: &str) -> bool {
+    principal.allowed_models.is_empty() || principal.allowed_models.iter().any(|m| m == model)
+}

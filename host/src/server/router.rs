@@ -1,0 +1,55 @@
+//! Dispatch by method and path; every response gets the request id and one log line.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::body::BerryBody;
+use super::context::{RequestLog, request_id};
+use super::{chat, info};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::relay::Endpoint;
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Result<Response<BerryBody>, Infallible> {
+    let id = request_id(request.headers());
+    let mut log = RequestLog::new(id.clone(), request.method().clone(), request.uri().path().to_string());
+    let snapshot = gateway.snapshot();
+    let result = dispatch(&snapshot, request, &mut log).await;
+    let mut response = result.unwrap_or_else(|e| {
+        log.error = Some(e.code);
+        e.into_response()
+    });
+    response.headers_mut().insert("x-request-id", id);
+    log.emit(response.status().as_u16());
+    Ok(response)
+}
+
+async fn dispatch(
+    snapshot: &Arc<crate::gateway::Snapshot>,
+    request: Request<Incoming>,
+    log: &mut RequestLog,
+) -> Result<Response<BerryBody>, GatewayError> {
+    let method = request.method().clone();
+    let endpoint = match request.uri().path() {
+        "/v1/chat/completions" | "/chat/completions" => Some(Endpoint::ChatCompletions),
+        "/v1/completions" | "/completions" => Some(Endpoint::Completions),
+        "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
+        _ => None,
+    };
+    if let Some(endpoint) = endpoint {
+        if method != Method::POST {
+            return Err(GatewayError::method_not_allowed());
+        }
+        return chat::relay(snapshot, request, endpoint, log).await;
+    }
+    match (request.uri().path(), method) {
+        ("/v1/models" | "/models", Method::GET) => info::models(snapshot, request.headers(), log),
+        ("/v1/health", Method::GET) => Ok(info::short_health(snapshot)),
+        ("/health", Method::GET) => Ok(info::health(snapshot)),
+        ("/v1/models" | "/models" | "/v1/health" | "/health", _) => Err(GatewayError::method_not_allowed()),
+        (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+    }
+}

@@ -1,0 +1,105 @@
+//! # berry-plugin-sdk
+//!
+//! Write a Berry strategy or auth policy in plain Rust. A plugin crate depends on this
+//! crate only, implements one trait, and calls one export macro:
+//!
+//! ```ignore
+//! use berry_plugin_sdk::strategy::{Context, Strategy};
+//!
+//! struct Cheapest;
+//!
+//! impl Strategy for Cheapest {
+//!     fn new(_config: &str) -> Result<Self, String> { Ok(Cheapest) }
+//!
+//!     fn select(&self, ctx: &Context) -> Vec<u32> {
+//!         // Backends tagged "cheap" first, the rest by weight.
+//!         let mut order = ctx.usable();
+//!         order.sort_by_key(|&i| !ctx.backend(i).tags.iter().any(|t| t == "cheap"));
+//!         order
+//!     }
+//! }
+//!
+//! berry_plugin_sdk::export_strategy!(Cheapest);
+//! ```
+//!
+//! Build it with `cargo build --target wasm32-wasip2 --release` and point a
+//! `[plugins.<name>]` entry at the `.wasm` file.
+//!
+//! The host keeps all state (health, latency, counters, scores) and passes it in on
+//! every call, so a plugin is a pure function of its inputs: any instance answers the
+//! same, and the host can swap versions without losing anything.
+
+// Generated bindings name this crate by its external path, also from inside it.
+extern crate self as berry_plugin_sdk;
+
+pub mod auth;
+pub mod strategy;
+
+/// The version of the WIT contract (`berry:gateway@…`) this SDK implements.
+/// The host refuses plugins built against an incompatible version.
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Logging into the gateway's own log, tagged with the plugin's name.
+pub mod log {
+    use crate::bindings::strategy::berry::gateway::host::{self, Level};
+
+    pub fn debug(message: &str) {
+        host::log(Level::Debug, message);
+    }
+    pub fn info(message: &str) {
+        host::log(Level::Info, message);
+    }
+    pub fn warn(message: &str) {
+        host::log(Level::Warn, message);
+    }
+    pub fn error(message: &str) {
+        host::log(Level::Error, message);
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, from the host.
+pub fn now_ms() -> u64 {
+    bindings::strategy::berry::gateway::host::now_ms()
+}
+
+#[doc(hidden)]
+pub mod bindings {
+    // One module per world. Each export macro below wires a plugin type into exactly
+    // one of them; the other world's export glue is never instantiated.
+    pub mod strategy {
+        wit_bindgen::generate!({
+            world: "strategy-plugin",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_strategy_world",
+            default_bindings_module: "::berry_plugin_sdk::bindings::strategy",
+            runtime_path: "::berry_plugin_sdk::__rt",
+        });
+    }
+    pub mod auth {
+        wit_bindgen::generate!({
+            world: "auth-plugin",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_auth_world",
+            default_bindings_module: "::berry_plugin_sdk::bindings::auth",
+            runtime_path: "::berry_plugin_sdk::__rt",
+        });
+    }
+}
+
+#[doc(hidden)]
+pub use wit_bindgen::rt as __rt;
+
+/// Stamp the SDK's WIT version into the plugin's core module as a custom section,
+/// so the host can refuse an incompatible plugin before compiling it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stamp_version {
+    () => {
+        #[unsafe(link_section = "berry:sdk-version")]
+        #[used]
+        #[doc(hidden)]
+        static __BERRY_SDK_VERSION: [u8; 5] = *b"0.1.0";
+    };
+}

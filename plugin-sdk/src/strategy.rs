@@ -1,0 +1,257 @@
+//! Backend-selection strategies: implement [`Strategy`], then call
+//! [`export_strategy!`](crate::export_strategy).
+
+use std::cell::RefCell;
+
+use crate::bindings::strategy::exports::berry::gateway::strategy as wit;
+
+pub use crate::bindings::strategy::berry::gateway::types::{
+    BillingMode, Circuit, ErrorCounts, Outcome,
+};
+pub use wit::{BackendInfo, BackendState, Request, RouteInfo};
+
+/// A backend-selection strategy.
+///
+/// The host calls [`Strategy::new`] once per configuration change with the plugin's
+/// own configuration (a JSON object as text, `"{}"` when none), then
+/// [`Strategy::select`] once per request. Keep no per-request state in `self`: the
+/// host passes everything (health, latency, counters, a sequence number, a random
+/// number, the score kept for you) in the [`Context`].
+pub trait Strategy: Sized + 'static {
+    /// Parse the plugin configuration. An error rejects the configuration.
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// Rank the backends for one request: primary first, then fallbacks.
+    /// Return indices into the route's backends. See [`Context::usable`] for the
+    /// order every stock strategy starts from.
+    fn select(&self, ctx: &Context) -> Vec<u32>;
+
+    /// Learn from the outcome of one attempt. Return a new score to keep for the
+    /// backend (it comes back as [`BackendState::score`]), or `None` to keep none.
+    fn observe(&self, _observation: &Observation) -> Option<f64> {
+        None
+    }
+
+    /// The effective weight of each backend, as `select` would use it now.
+    /// The default is the configured weight scaled by the recovery factor, and 0 for
+    /// backends `select` would not consider.
+    fn weights(&self, ctx: &Context) -> Vec<f64> {
+        let usable = ctx.usable();
+        (0..ctx.len())
+            .map(|i| if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 })
+            .collect()
+    }
+}
+
+/// Everything a strategy may look at for one request.
+pub struct Context<'a> {
+    pub route: &'a RouteInfo,
+    pub request: &'a Request,
+    /// Parallel to `route.backends`.
+    pub states: &'a [BackendState],
+}
+
+impl Context<'_> {
+    /// Number of backends of the route (enabled or not).
+    pub fn len(&self) -> u32 {
+        self.states.len().min(self.route.backends.len()) as u32
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn backend(&self, index: u32) -> &BackendInfo {
+        &self.route.backends[index as usize]
+    }
+
+    pub fn state(&self, index: u32) -> &BackendState {
+        &self.states[index as usize]
+    }
+
+    /// The configured weight scaled by the backend's recovery stage (0.1 → 1.0).
+    pub fn recovering_weight(&self, index: u32) -> f64 {
+        self.backend(index).weight * self.state(index).recovery_factor
+    }
+
+    /// The backends a stock strategy chooses from, per the gateway's rules:
+    /// disabled backends never; while any enabled backend is healthy, the healthy
+    /// ones in configuration order; when none is healthy, every enabled backend,
+    /// least recently failed first, so a request can still try.
+    pub fn usable(&self) -> Vec<u32> {
+        let enabled = (0..self.len()).filter(|&i| self.backend(i).enabled);
+        let healthy: Vec<u32> = enabled.clone().filter(|&i| self.state(i).healthy).collect();
+        if !healthy.is_empty() {
+            return healthy;
+        }
+        let mut all: Vec<u32> = enabled.collect();
+        all.sort_by_key(|&i| self.state(i).last_failure_ms);
+        all
+    }
+
+    /// Whether any enabled backend is healthy.
+    pub fn any_healthy(&self) -> bool {
+        (0..self.len()).any(|i| self.backend(i).enabled && self.state(i).healthy)
+    }
+}
+
+/// The outcome of one upstream attempt, for [`Strategy::observe`].
+pub struct Observation<'a> {
+    pub route: &'a RouteInfo,
+    pub request: &'a Request,
+    pub backend: u32,
+    pub info: &'a BackendInfo,
+    /// The backend's state before this outcome.
+    pub state: &'a BackendState,
+    pub outcome: Outcome,
+    pub latency_ms: f64,
+}
+
+/// Order `candidates` for weighted random choice: the primary is drawn with
+/// probability proportional to its weight (using the host's random number), the rest
+/// follow by descending weight. Candidates with weight ≤ 0 are only used when every
+/// weight is 0, in the order given.
+pub fn weighted_order(candidates: &[u32], weights: &[f64], random: u64) -> Vec<u32> {
+    let weight = |i: u32| weights.get(i as usize).copied().filter(|w| w.is_finite() && *w > 0.0).unwrap_or(0.0);
+    let total: f64 = candidates.iter().map(|&i| weight(i)).sum();
+    let mut order: Vec<u32> = candidates.to_vec();
+    if total <= 0.0 {
+        return order;
+    }
+    // 53 random bits give a uniform float in [0, 1).
+    let mut point = unit_float(random) * total;
+    let mut primary = None;
+    for (pos, &i) in candidates.iter().enumerate() {
+        let w = weight(i);
+        if w <= 0.0 {
+            continue;
+        }
+        if point < w {
+            primary = Some(pos);
+            break;
+        }
+        point -= w;
+    }
+    // Floating-point rounding can leave `point` just above the last weight.
+    let primary = primary.unwrap_or_else(|| candidates.iter().rposition(|&i| weight(i) > 0.0).unwrap_or(0));
+    let first = order.remove(primary);
+    order.sort_by(|&a, &b| weight(b).total_cmp(&weight(a)));
+    order.insert(0, first);
+    order
+}
+
+/// A uniform float in [0, 1) from the top 53 bits of `random`.
+pub fn unit_float(random: u64) -> f64 {
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Mix `random` into a second independent-looking number (splitmix64 step), for
+/// strategies that need more than one random draw per request.
+pub fn next_random(random: u64) -> u64 {
+    let mut z = random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+// === glue called by `export_strategy!` ===
+
+struct Loaded<T> {
+    plugin: T,
+    routes: Vec<RouteInfo>,
+}
+
+thread_local! {
+    // A component instance is single-threaded; this is its one piece of state,
+    // replaced wholesale on every `configure`.
+    static LOADED: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
+}
+
+fn with_loaded<T: Strategy, R>(request: &Request, states: &[BackendState], default: R, f: impl FnOnce(&T, &Context) -> R) -> R {
+    LOADED.with(|cell| {
+        let borrowed = cell.borrow();
+        let Some(loaded) = borrowed.as_ref().and_then(|b| b.downcast_ref::<Loaded<T>>()) else {
+            return default;
+        };
+        let Some(route) = loaded.routes.get(request.route as usize) else {
+            return default;
+        };
+        let ctx = Context { route, request, states };
+        f(&loaded.plugin, &ctx)
+    })
+}
+
+#[doc(hidden)]
+pub fn __configure<T: Strategy>(config: String, routes: Vec<RouteInfo>) -> Result<(), String> {
+    let plugin = T::new(&config)?;
+    LOADED.with(|cell| *cell.borrow_mut() = Some(Box::new(Loaded { plugin, routes })));
+    Ok(())
+}
+
+#[doc(hidden)]
+pub fn __select<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<u32> {
+    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.select(ctx))
+}
+
+#[doc(hidden)]
+pub fn __observe<T: Strategy>(request: Request, backend: u32, outcome: Outcome, latency_ms: f64, state: BackendState) -> Option<f64> {
+    LOADED.with(|cell| {
+        let borrowed = cell.borrow();
+        let loaded = borrowed.as_ref()?.downcast_ref::<Loaded<T>>()?;
+        let route = loaded.routes.get(request.route as usize)?;
+        let info = route.backends.get(backend as usize)?;
+        let observation = Observation { route, request: &request, backend, info, state: &state, outcome, latency_ms };
+        loaded.plugin.observe(&observation)
+    })
+}
+
+#[doc(hidden)]
+pub fn __explain<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<f64> {
+    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.weights(ctx))
+}
+
+/// Export a [`Strategy`] implementation as the plugin's strategy.
+///
+/// ```ignore
+/// berry_plugin_sdk::export_strategy!(MyStrategy);
+/// ```
+#[macro_export]
+macro_rules! export_strategy {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __BerryStrategyExport;
+
+        impl $crate::bindings::strategy::exports::berry::gateway::strategy::Guest for __BerryStrategyExport {
+            fn configure(
+                config: ::std::string::String,
+                routes: ::std::vec::Vec<$crate::strategy::RouteInfo>,
+            ) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::strategy::__configure::<$ty>(config, routes)
+            }
+            fn select(
+                request: $crate::strategy::Request,
+                states: ::std::vec::Vec<$crate::strategy::BackendState>,
+            ) -> ::std::vec::Vec<u32> {
+                $crate::strategy::__select::<$ty>(request, states)
+            }
+            fn observe(
+                request: $crate::strategy::Request,
+                backend: u32,
+                outcome: $crate::strategy::Outcome,
+                latency_ms: f64,
+                state: $crate::strategy::BackendState,
+            ) -> ::std::option::Option<f64> {
+                $crate::strategy::__observe::<$ty>(request, backend, outcome, latency_ms, state)
+            }
+            fn explain(
+                request: $crate::strategy::Request,
+                states: ::std::vec::Vec<$crate::strategy::BackendState>,
+            ) -> ::std::vec::Vec<f64> {
+                $crate::strategy::__explain::<$ty>(request, states)
+            }
+        }
+
+        $crate::bindings::strategy::__export_strategy_world!(__BerryStrategyExport);
+        $crate::__stamp_version!();
+    };
+}

@@ -1,0 +1,33 @@
+//! `least_latency`: lowest moving-average latency first. Backends with no latency data
+//! yet (and no failures) go first, so they get measured.
+
+use berry_plugin_sdk::strategy::{Context, Strategy};
+
+struct LeastLatency;
+
+impl Strategy for LeastLatency {
+    fn new(_config: &str) -> Result<Self, String> {
+        Ok(LeastLatency)
+    }
+
+    fn select(&self, ctx: &Context) -> Vec<u32> {
+        let mut usable = ctx.usable();
+        if !ctx.any_healthy() {
+            return usable;
+        }
+        // Unmeasured, never-failed backends sort as latency -1 (first); unmeasured
+        // failing ones as +inf (last), so a dead new backend is not tried first forever.
+        let key = |i: u32| {
+            let state = ctx.state(i);
+            match state.latency_ms {
+                Some(ms) => ms,
+                None if state.consecutive_failures == 0 => -1.0,
+                None => f64::INFINITY,
+            }
+        };
+        usable.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        usable
+    }
+}
+
+berry_plugin_sdk::export_strategy!(LeastLatency);
