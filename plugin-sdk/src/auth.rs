@@ -53,6 +53,7 @@ thread_local! {
 
 #[doc(hidden)]
 pub fn __configure<T: AuthPolicy>(config: String, users: Vec<UserInfo>) -> Result<(), String> {
+    crate::install_panic_hook();
     let policy = T::new(&config, users)?;
     LOADED.with(|cell| *cell.borrow_mut() = Some(Box::new(policy)));
     Ok(())

@@ -57,6 +57,15 @@ pub mod log {
     }
 }
 
+/// Route panic messages to the gateway log. Plugins have no stdio (the host gives
+/// them no WASI capabilities), so without this a panic would leave no trace.
+pub(crate) fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| log::error(&format!("plugin panicked: {info}"))));
+    });
+}
+
 /// Wall-clock milliseconds since the Unix epoch, from the host.
 pub fn now_ms() -> u64 {
     bindings::strategy::berry::gateway::host::now_ms()

@@ -183,6 +183,7 @@ fn with_loaded<T: Strategy, R>(request: &Request, states: &[BackendState], defau
 
 #[doc(hidden)]
 pub fn __configure<T: Strategy>(config: String, routes: Vec<RouteInfo>) -> Result<(), String> {
+    crate::install_panic_hook();
     let plugin = T::new(&config)?;
     LOADED.with(|cell| *cell.borrow_mut() = Some(Box::new(Loaded { plugin, routes })));
     Ok(())

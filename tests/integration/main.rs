@@ -1,1 +1,11 @@
+//! Berry's integration and end-to-end tests: one test binary, real loopback sockets,
+//! mock providers on ephemeral ports, plugins built from source.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
+mod cli;
+mod e2e;
+mod errors;
+mod harness;
+mod relay;
+mod routing;
+mod sandbox;

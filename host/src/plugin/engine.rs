@@ -61,11 +61,6 @@ impl PluginEngine {
 
         let mut strategy_linker = Linker::new(&engine);
         let mut auth_linker = Linker::new(&engine);
-        for linker in [&mut strategy_linker, &mut auth_linker] {
-            // WASI is linked because Rust's std imports it; the context every store gets
-            // is empty (no files, env, args, sockets), see `sandbox.rs`.
-            wasmtime_wasi::p2::add_to_linker_sync(linker).map_err(|e| format!("linking WASI: {e:#}"))?;
-        }
         strategy_world::StrategyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut strategy_linker, |s| s)
             .map_err(|e| format!("linking the strategy world: {e:#}"))?;
         auth_world::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
@@ -88,6 +83,20 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
     if let Err(e) = spawned {
         tracing::error!("cannot start the plugin epoch thread, deadlines will not fire: {e}");
     }
+}
+
+/// The linker for one component: the world's own imports, and every other import
+/// (the WASI interfaces Rust's std links in: stdio, environment, clocks, random,
+/// filesystem…) defined as a function that traps.
+///
+/// Plugins get no WASI capabilities at all: what they need comes from the host
+/// interface (log, clock) and the per-call inputs (a random number). This also keeps
+/// every host function synchronous: wasmtime-wasi's blocking functions run a tokio
+/// `block_on`, which must never happen on a gateway worker thread.
+pub fn linker_for(base: &Linker<HostState>, component: &Component) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = base.clone();
+    linker.define_unknown_imports_as_traps(component)?;
+    Ok(linker)
 }
 
 /// A compiled plugin: what every config snapshot that uses it shares.

@@ -4,21 +4,16 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Limits;
 use super::bindings::strategy::berry::gateway::{host, types};
 use super::engine::{EPOCH_TICK, PluginEngine};
 
-/// What a plugin's store holds. Plugins get no WASI capabilities: the context is
-/// empty (no preopened files, no environment, no arguments, no sockets; stdio is
-/// discarded) and exists only because Rust's std links against WASI.
+/// What a plugin's store holds: its name (for its log lines) and its limits.
+/// Nothing else: plugins have no WASI capabilities (see `engine::linker_for`).
 pub struct HostState {
     plugin: Arc<str>,
-    wasi: WasiCtx,
-    table: ResourceTable,
     limits: StoreLimits,
 }
 
@@ -26,8 +21,6 @@ pub struct HostState {
 pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<HostState> {
     let state = HostState {
         plugin,
-        wasi: WasiCtxBuilder::new().build(),
-        table: ResourceTable::new(),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             // One component is a few core instances and tables; nothing more is needed.
@@ -51,12 +44,6 @@ pub fn arm(store: &mut Store<HostState>, limits: &Limits) {
     store.set_epoch_deadline(ticks + 1);
     // `set_fuel` fails only when fuel is disabled in the engine, which it never is.
     let _ = store.set_fuel(limits.fuel);
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
 }
 
 impl types::Host for HostState {}

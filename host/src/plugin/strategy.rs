@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::bindings::strategy::{StrategyPlugin as Bindings, StrategyPluginPre};
-use super::engine::{CompiledPlugin, engine};
+use super::engine::{CompiledPlugin, engine, linker_for};
 use super::pool::{CallStats, Pool, Warm, trap_message};
 use super::sandbox::{HostState, arm, new_store};
 use super::{Limits, PluginError};
@@ -37,7 +37,11 @@ impl StrategyPlugin {
     ) -> Result<Self, PluginError> {
         let pe = engine()?;
         let name = compiled.name.to_string();
-        let instance_pre = pe.strategy_linker.instantiate_pre(&compiled.component).map_err(|e| PluginError::Load {
+        let linker = linker_for(&pe.strategy_linker, &compiled.component).map_err(|e| PluginError::Load {
+            plugin: name.clone(),
+            message: format!("cannot link: {e:#}"),
+        })?;
+        let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| PluginError::Load {
             plugin: name.clone(),
             message: format!("not a Berry strategy plugin for this gateway (berry:gateway@0.1.0): {e:#}"),
         })?;

@@ -269,5 +269,8 @@ fn classify_transport(e: hyper_util::client::legacy::Error) -> (ErrorClass, Stri
         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
     let class = if timed_out { ErrorClass::Timeout } else { ErrorClass::Network };
     let what = if e.is_connect() { "connect failed" } else { "request failed" };
-    (class, what.to_string())
+    // The error chain names the transport problem (refused, reset, closed early);
+    // it never contains request headers.
+    let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+    (class, format!("{what}{cause}"))
 }

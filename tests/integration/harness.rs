@@ -1,0 +1,247 @@
+//! The test harness: in-process gateways and mock providers on 127.0.0.1:0, a small
+//! HTTP client, and the misbehaving test plugins built from source.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use berry::config;
+use berry::gateway::Gateway;
+use berry::mock::{MockServer, MockSettings, MockUpdate};
+use berry::server::Server;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub const TOKEN: &str = "berry-test-token";
+pub const ADMIN_TOKEN: &str = "berry-test-admin-user";
+
+/// A gateway serving on an ephemeral loopback port.
+pub struct TestGateway {
+    pub gateway: std::sync::Arc<Gateway>,
+    _server: Server,
+    pub base: String,
+}
+
+impl TestGateway {
+    pub async fn start(toml: &str) -> TestGateway {
+        // Logs go to the test's captured output (shown for failing tests).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "berry=debug".into()))
+            .try_init();
+        let config = config::parse(toml, &|name| std::env::var(name).ok()).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let gateway = Gateway::start(config).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        let server = Server::start(gateway.clone(), "127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", server.addr());
+        TestGateway { gateway, _server: server, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn chat(&self, token: &str, body: &Value) -> Reply {
+        send(Method::POST, &self.url("/v1/chat/completions"), Some(token), Some(body.to_string())).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        send(Method::GET, &self.url(path), token, None).await
+    }
+}
+
+/// A mock provider on an ephemeral port, with its name as `system_fingerprint`.
+pub async fn mock(name: &str) -> MockServer {
+    mock_with(MockSettings { name: name.into(), ..Default::default() }).await
+}
+
+pub async fn mock_with(settings: MockSettings) -> MockServer {
+    MockServer::start("127.0.0.1:0", settings).await.expect("mock bind")
+}
+
+pub fn set(mock: &MockServer, update: MockUpdate) {
+    mock.state.update(update);
+}
+
+/// `[providers.<name>]` for a mock, keyed `sk-<name>`, serving `model`.
+pub fn provider_toml(name: &str, mock: &MockServer) -> String {
+    format!(
+        "[providers.{name}]\nbase_url = \"{}\"\napi_key = \"sk-{name}-secret\"\nmodels = [\"up-model\"]\n\n",
+        mock.base_url()
+    )
+}
+
+/// The users every test config has: a normal user, an admin, a disabled user, a
+/// restricted user.
+pub fn users_toml() -> String {
+    format!(
+        r#"
+[users.tester]
+token = "{TOKEN}"
+
+[users.admin]
+token = "{ADMIN_TOKEN}"
+tags = ["admin"]
+
+[users.disabled]
+token = "berry-disabled-token"
+enabled = false
+
+[users.restricted]
+token = "berry-restricted-token"
+allowed_models = ["other"]
+"#
+    )
+}
+
+/// A full config: settings, one provider per mock, one model `m` over them with
+/// `strategy`, a second model `other` on the first mock, and the test users.
+/// `backend_extra[i]` is appended to backend i (weights, priorities…).
+pub fn config(strategy: &str, mocks: &[(&str, &MockServer)], backend_extra: &[&str], settings_extra: &str) -> String {
+    // Defaults, unless `settings_extra` sets the key itself.
+    let mut s = String::from("[settings]\n");
+    for (key, value) in [("request_timeout_seconds", "5"), ("first_byte_timeout_seconds", "5"), ("connection_timeout_seconds", "2"), ("max_retries", "3")] {
+        if !settings_extra.lines().any(|l| l.trim_start().starts_with(key)) {
+            s.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    s.push_str(settings_extra);
+    s.push_str("\n\n");
+    for (name, m) in mocks {
+        s.push_str(&provider_toml(name, m));
+    }
+    s.push_str(&format!("[models.m]\nname = \"m\"\nstrategy = \"{strategy}\"\n"));
+    for (i, (name, _)) in mocks.iter().enumerate() {
+        let extra = backend_extra.get(i).copied().unwrap_or("");
+        s.push_str(&format!("[[models.m.backends]]\nprovider = \"{name}\"\nmodel = \"up-model\"\n{extra}\n"));
+    }
+    s.push_str(&format!(
+        "\n[models.other]\nname = \"other\"\n[[models.other.backends]]\nprovider = \"{}\"\nmodel = \"up-model\"\n",
+        mocks[0].0
+    ));
+    s.push_str(&users_toml());
+    s
+}
+
+pub fn chat_body(model: &str) -> Value {
+    serde_json::json!({ "model": model, "messages": [{ "role": "user", "content": "hi" }] })
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Which mock answered (the mock's name is its `system_fingerprint`).
+    pub fn answered_by(&self) -> String {
+        self.json()["system_fingerprint"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Assert an OpenAI-shaped error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        let v = self.json();
+        let e = &v["error"];
+        assert!(e["message"].is_string(), "error.message missing: {v}");
+        assert!(e["type"].is_string(), "error.type missing: {v}");
+        assert_eq!(e["code"], code, "wrong code: {v}");
+        assert!(e.as_object().is_some_and(|o| o.contains_key("param")), "error.param missing: {v}");
+    }
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+}
+
+fn build(method: Method, url: &str, token: Option<&str>, body: Option<String>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(url).header("content-type", "application/json");
+    if let Some(t) = token {
+        builder = builder.header("authorization", format!("Bearer {t}"));
+    }
+    builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request")
+}
+
+pub async fn send(method: Method, url: &str, token: Option<&str>, body: Option<String>) -> Reply {
+    send_request(build(method, url, token, body)).await
+}
+
+pub async fn send_request(request: Request<Full<Bytes>>) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
+        .await
+        .expect("no response within 30s")
+        .expect("request failed");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+/// A streamed reply, chunk by chunk, with when each chunk arrived.
+pub struct StreamReply {
+    pub status: StatusCode,
+    pub chunks: Vec<(Instant, Bytes)>,
+}
+
+impl StreamReply {
+    pub fn text(&self) -> String {
+        self.chunks.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect()
+    }
+}
+
+/// Start a streaming request; returns the status and the body to read from.
+pub async fn open_stream(url: &str, token: &str, body: &Value) -> (StatusCode, hyper::body::Incoming) {
+    let request = build(Method::POST, url, Some(token), Some(body.to_string()));
+    let response = tokio::time::timeout(Duration::from_secs(30), client().request(request))
+        .await
+        .expect("no response headers within 30s")
+        .expect("request failed");
+    let (parts, body) = response.into_parts();
+    (parts.status, body)
+}
+
+pub async fn stream(url: &str, token: &str, body: &Value) -> StreamReply {
+    let (status, mut body) = open_stream(url, token, body).await;
+    let mut chunks = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame()).await.expect("stream stalled") {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    chunks.push((Instant::now(), data));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    StreamReply { status, chunks }
+}
+
+/// The misbehaving test plugins (tests/plugins), built once per test run from source.
+pub fn test_plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target").join("test-plugins");
+        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .current_dir(root.join("tests").join("plugins"))
+            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo for the test plugins");
+        assert!(status.success(), "building tests/plugins failed");
+        target.join("wasm32-wasip2").join("release")
+    });
+    dir.join(format!("{name}.wasm"))
+}

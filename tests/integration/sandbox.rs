@@ -1,0 +1,75 @@
+//! Misbehaving plugins, built from source: the gateway contains them.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+async fn gateway_with_strategy(plugin: &str) -> (TestGateway, berry::mock::MockServer) {
+    let up = mock("up").await;
+    let path = test_plugin(plugin);
+    let mut toml = config(plugin, &[("up", &up)], &[], "");
+    toml.push_str(&format!("\n[plugins.{plugin}]\npath = {:?}\nkind = \"strategy\"\nmemory_mb = 8\ntimeout_ms = 50\n", path.display().to_string()));
+    (TestGateway::start(&toml).await, up)
+}
+
+/// The plugin fails every call, yet every request is answered (through the host's
+/// fallback order) promptly, and the gateway keeps serving.
+async fn contained(plugin: &str) {
+    let (gw, _up) = gateway_with_strategy(plugin).await;
+    for i in 0..5 {
+        let started = Instant::now();
+        let reply = gw.chat(TOKEN, &chat_body("m")).await;
+        assert_eq!(reply.status, 200, "{plugin}, request {i}: {}", String::from_utf8_lossy(&reply.body));
+        assert!(started.elapsed() < Duration::from_secs(5), "{plugin}: answer took {:?}", started.elapsed());
+    }
+    // Other routes and endpoints are unaffected.
+    assert_eq!(gw.chat(TOKEN, &chat_body("other")).await.status, 200);
+    assert_eq!(gw.get("/v1/health", None).await.status, 200);
+    let stats = gw.gateway.snapshot();
+    let strategy = stats.strategies.get(plugin).expect("plugin loaded");
+    assert!(strategy.stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 5, "{plugin}: failures must be counted");
+}
+
+#[tokio::test]
+async fn a_looping_strategy_is_cut_by_its_deadline() {
+    contained("looping").await;
+}
+
+#[tokio::test]
+async fn a_trapping_strategy_is_contained() {
+    contained("trapping").await;
+}
+
+#[tokio::test]
+async fn a_strategy_exhausting_memory_is_contained() {
+    contained("hungry").await;
+}
+
+#[tokio::test]
+async fn a_failing_auth_policy_denies() {
+    let up = mock("up").await;
+    let mut toml = config("weighted_random", &[("up", &up)], &[], "");
+    toml.push_str(&format!(
+        "\n[plugins.auth_trapping]\npath = {:?}\nkind = \"auth\"\n\n[auth]\npolicy = \"auth_trapping\"\n",
+        test_plugin("auth_trapping").display().to_string()
+    ));
+    let gw = TestGateway::start(&toml).await;
+    for _ in 0..3 {
+        gw.chat(TOKEN, &chat_body("m")).await.assert_error(503, "auth_policy_unavailable");
+    }
+    assert_eq!(up.state.chat.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing may reach a provider");
+    assert_eq!(gw.get("/v1/health", None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_component_is_rejected_at_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("junk.wasm");
+    std::fs::write(&path, b"definitely not wasm").expect("write");
+    let up = mock("up").await;
+    let mut toml = config("junk", &[("up", &up)], &[], "");
+    toml.push_str(&format!("\n[plugins.junk]\npath = {:?}\nkind = \"strategy\"\n", path.display().to_string()));
+    let config = berry::config::parse(&toml, &|_| None).expect("config parses");
+    let err = berry::gateway::Gateway::start(config).await.err().expect("must be rejected");
+    assert!(err.contains("junk") && err.contains("not a valid component"), "{err}");
+}
