@@ -34,7 +34,13 @@ pub struct GatewayError {
 }
 
 impl GatewayError {
-    fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>, source: ErrorSource) -> Self {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+        source: ErrorSource,
+    ) -> Self {
         GatewayError { status, kind, code, message: message.into(), param: None, source, retry_after: None }
     }
 
@@ -60,7 +66,13 @@ impl GatewayError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed", "Method not allowed for this path.", ErrorSource::Downstream)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "Method not allowed for this path.",
+            ErrorSource::Downstream,
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -74,7 +86,13 @@ impl GatewayError {
     }
 
     pub fn timeout_reading_body() -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "invalid_request_error", "request_timeout", "Timed out reading the request body.", ErrorSource::Downstream)
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            "Timed out reading the request body.",
+            ErrorSource::Downstream,
+        )
     }
 
     /// Every backend is down or disabled.
@@ -128,7 +146,8 @@ impl GatewayError {
 
     /// A denial from an auth policy, with its own status and code.
     pub fn denied(status: u16, code: &str, message: String) -> Self {
-        let status = StatusCode::from_u16(status).ok().filter(|s| s.is_client_error()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let status =
+            StatusCode::from_u16(status).ok().filter(|s| s.is_client_error()).unwrap_or(StatusCode::UNAUTHORIZED);
         let kind = if status == StatusCode::FORBIDDEN { "permission_error" } else { "authentication_error" };
         // Codes from plugins are free text; map the known ones to static labels so
         // metrics stay low-cardinality.
@@ -156,7 +175,8 @@ impl GatewayError {
             code: &'a str,
             param: Option<&'a str>,
         }
-        let envelope = Envelope { error: Body { message: &self.message, kind: self.kind, code: self.code, param: self.param } };
+        let envelope =
+            Envelope { error: Body { message: &self.message, kind: self.kind, code: self.code, param: self.param } };
         serde_json::to_vec(&envelope).map(Bytes::from).unwrap_or_else(|_| Bytes::from_static(b"{\"error\":{\"message\":\"internal error\",\"type\":\"server_error\",\"code\":\"internal_error\",\"param\":null}}"))
     }
 

@@ -9,7 +9,11 @@ use berry::mock::{FailMode, MockServer, MockSettings};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "berry", version, about = "An OpenAI-compatible LLM gateway with WebAssembly routing and auth plugins")]
+#[command(
+    name = "berry",
+    version,
+    about = "An OpenAI-compatible LLM gateway with WebAssembly routing and auth plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

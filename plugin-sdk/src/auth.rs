@@ -63,14 +63,37 @@ pub fn __configure<T: AuthPolicy>(config: String, users: Vec<UserInfo>) -> Resul
 pub fn __authorize<T: AuthPolicy>(request: AuthRequest) -> Result<Principal, Denial> {
     LOADED.with(|cell| match cell.borrow().as_ref().and_then(|b| b.downcast_ref::<T>()) {
         Some(policy) => policy.authorize(&request),
-        None => Err(Denial { status: 503, code: "auth_not_configured".into(), message: "auth policy is not configured".into() }),
+        None => Err(Denial {
+            status: 503,
+            code: "auth_not_configured".into(),
+            message: "auth policy is not configured".into(),
+        }),
     })
 }
 
 /// Export an [`AuthPolicy`] implementation as the plugin's auth policy.
 ///
-/// ```ignore
-/// berry_plugin_sdk::export_auth!(MyPolicy);
+/// ```no_run
+/// use berry_plugin_sdk::auth::{AuthPolicy, AuthRequest, Denial, Principal, RateLimits, UserInfo};
+///
+/// /// Admits one shared key, for every model.
+/// struct SharedKey(String);
+///
+/// impl AuthPolicy for SharedKey {
+///     fn new(config: &str, _users: Vec<UserInfo>) -> Result<Self, String> {
+///         Ok(SharedKey(config.to_string()))
+///     }
+///     fn authorize(&self, request: &AuthRequest) -> Result<Principal, Denial> {
+///         if !berry_plugin_sdk::auth::constant_time_eq(request.token.as_bytes(), self.0.as_bytes()) {
+///             return Err(Denial::unauthorized("invalid_api_key", "Incorrect API key provided."));
+///         }
+///         let limits = RateLimits { per_minute: None, per_hour: None, per_day: None };
+///         Ok(Principal { id: "shared".into(), allowed_models: vec![], tags: vec![], limits, admin: false })
+///     }
+/// }
+///
+/// berry_plugin_sdk::export_auth!(SharedKey);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_auth {
@@ -95,4 +118,17 @@ macro_rules! export_auth {
         $crate::bindings::auth::__export_auth_world!(__BerryAuthExport);
         $crate::__stamp_version!();
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"berry-token", b"berry-token"));
+        assert!(!constant_time_eq(b"berry-token", b"berry-tokem"));
+        assert!(!constant_time_eq(b"berry-token", b"berry-toke"));
+        assert!(constant_time_eq(b"", b""));
+    }
 }

@@ -3,7 +3,7 @@
 //! Write a Berry strategy or auth policy in plain Rust. A plugin crate depends on this
 //! crate only, implements one trait, and calls one export macro:
 //!
-//! ```ignore
+//! ```no_run
 //! use berry_plugin_sdk::strategy::{Context, Strategy};
 //!
 //! struct Cheapest;

@@ -5,9 +5,7 @@ use std::cell::RefCell;
 
 use crate::bindings::strategy::exports::berry::gateway::strategy as wit;
 
-pub use crate::bindings::strategy::berry::gateway::types::{
-    BillingMode, Circuit, ErrorCounts, Outcome,
-};
+pub use crate::bindings::strategy::berry::gateway::types::{BillingMode, Circuit, ErrorCounts, Outcome};
 pub use wit::{BackendInfo, BackendState, Request, RouteInfo};
 
 /// A backend-selection strategy.
@@ -37,9 +35,7 @@ pub trait Strategy: Sized + 'static {
     /// backends `select` would not consider.
     fn weights(&self, ctx: &Context) -> Vec<f64> {
         let usable = ctx.usable();
-        (0..ctx.len())
-            .map(|i| if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 })
-            .collect()
+        (0..ctx.len()).map(|i| if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 }).collect()
     }
 }
 
@@ -167,7 +163,12 @@ thread_local! {
     static LOADED: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
 }
 
-fn with_loaded<T: Strategy, R>(request: &Request, states: &[BackendState], default: R, f: impl FnOnce(&T, &Context) -> R) -> R {
+fn with_loaded<T: Strategy, R>(
+    request: &Request,
+    states: &[BackendState],
+    default: R,
+    f: impl FnOnce(&T, &Context) -> R,
+) -> R {
     LOADED.with(|cell| {
         let borrowed = cell.borrow();
         let Some(loaded) = borrowed.as_ref().and_then(|b| b.downcast_ref::<Loaded<T>>()) else {
@@ -195,7 +196,13 @@ pub fn __select<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec
 }
 
 #[doc(hidden)]
-pub fn __observe<T: Strategy>(request: Request, backend: u32, outcome: Outcome, latency_ms: f64, state: BackendState) -> Option<f64> {
+pub fn __observe<T: Strategy>(
+    request: Request,
+    backend: u32,
+    outcome: Outcome,
+    latency_ms: f64,
+    state: BackendState,
+) -> Option<f64> {
     LOADED.with(|cell| {
         let borrowed = cell.borrow();
         let loaded = borrowed.as_ref()?.downcast_ref::<Loaded<T>>()?;
@@ -213,8 +220,22 @@ pub fn __explain<T: Strategy>(request: Request, states: Vec<BackendState>) -> Ve
 
 /// Export a [`Strategy`] implementation as the plugin's strategy.
 ///
-/// ```ignore
-/// berry_plugin_sdk::export_strategy!(MyStrategy);
+/// ```no_run
+/// use berry_plugin_sdk::strategy::{Context, Strategy};
+///
+/// struct FirstHealthy;
+///
+/// impl Strategy for FirstHealthy {
+///     fn new(_config: &str) -> Result<Self, String> {
+///         Ok(FirstHealthy)
+///     }
+///     fn select(&self, ctx: &Context) -> Vec<u32> {
+///         ctx.usable()
+///     }
+/// }
+///
+/// berry_plugin_sdk::export_strategy!(FirstHealthy);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_strategy {
@@ -255,4 +276,40 @@ macro_rules! export_strategy {
         $crate::bindings::strategy::__export_strategy_world!(__BerryStrategyExport);
         $crate::__stamp_version!();
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_order_draws_the_primary_by_weight_and_sorts_the_rest() {
+        let weights = [1.0, 3.0, 0.0, 6.0];
+        let candidates = [0, 1, 2, 3];
+        // The unit interval splits as [0, .1) → 0, [.1, .4) → 1, [.4, 1) → 3.
+        let at = |x: f64| ((x * (1u64 << 53) as f64) as u64) << 11;
+        assert_eq!(weighted_order(&candidates, &weights, at(0.05)), [0, 3, 1, 2]);
+        assert_eq!(weighted_order(&candidates, &weights, at(0.2)), [1, 3, 0, 2]);
+        assert_eq!(weighted_order(&candidates, &weights, at(0.99)), [3, 1, 0, 2]);
+        assert_eq!(weighted_order(&candidates, &weights, u64::MAX), [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn weighted_order_keeps_the_given_order_when_every_weight_is_zero() {
+        assert_eq!(weighted_order(&[2, 0, 1], &[0.0, 0.0, 0.0], 12345), [2, 0, 1]);
+    }
+
+    #[test]
+    fn weighted_order_frequencies_match_the_weights() {
+        let weights = [1.0, 2.0, 7.0];
+        let mut counts = [0u32; 3];
+        let mut random = 42;
+        for _ in 0..100_000 {
+            random = next_random(random);
+            counts[weighted_order(&[0, 1, 2], &weights, random)[0] as usize] += 1;
+        }
+        for (i, expected) in [10_000.0, 20_000.0, 70_000.0].iter().enumerate() {
+            assert!((counts[i] as f64 - expected).abs() < 1_000.0, "{counts:?}");
+        }
+    }
 }

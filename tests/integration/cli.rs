@@ -84,7 +84,11 @@ fn check_config_reports_unknown_keys_and_bad_values_with_paths() {
     std::fs::write(&path, "[settings]\nmax_retries = \"three\"\n").expect("write");
     let out = berry().arg("check-config").arg(&path).output().expect("run berry");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("settings.max_retries"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("settings.max_retries"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The README's run command: `berry` with no arguments, from the repository root,
@@ -115,7 +119,13 @@ async fn the_binary_serves_the_demo_config_and_stops_on_sigterm() {
     let base = format!("http://{addr}");
     let body = serde_json::json!({ "model": "demo", "messages": [{ "role": "user", "content": "Hello" }] });
 
-    let reply = crate::harness::send(http::Method::POST, &format!("{base}/v1/chat/completions"), Some("berry-demo-token"), Some(body.to_string())).await;
+    let reply = crate::harness::send(
+        http::Method::POST,
+        &format!("{base}/v1/chat/completions"),
+        Some("berry-demo-token"),
+        Some(body.to_string()),
+    )
+    .await;
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     assert!(reply.json()["choices"][0]["message"]["content"].as_str().is_some_and(|s| s.contains("Hello")));
 
@@ -125,7 +135,8 @@ async fn the_binary_serves_the_demo_config_and_stops_on_sigterm() {
     assert_eq!(s.status, 200);
     assert!(s.text().ends_with("data: [DONE]\n\n"), "{}", s.text());
 
-    let models = crate::harness::send(http::Method::GET, &format!("{base}/v1/models"), Some("berry-demo-token"), None).await;
+    let models =
+        crate::harness::send(http::Method::GET, &format!("{base}/v1/models"), Some("berry-demo-token"), None).await;
     assert_eq!(models.status, 200);
     assert!(models.json()["data"].as_array().is_some_and(|d| d.len() >= 2));
 

@@ -65,7 +65,9 @@ async fn bad_requests_get_clear_errors() {
     let huge = json!({ "model": "m", "messages": [{ "role": "user", "content": "x".repeat(4096) }] });
     post(&huge.to_string()).await.assert_error(413, "request_too_large");
     // A wrong token with a malformed body is still a 401: strangers learn nothing.
-    send(Method::POST, &gw.url("/v1/chat/completions"), Some("nope"), Some("{".into())).await.assert_error(401, "invalid_api_key");
+    send(Method::POST, &gw.url("/v1/chat/completions"), Some("nope"), Some("{".into()))
+        .await
+        .assert_error(401, "invalid_api_key");
     gw.get("/v1/nothing-here", Some(TOKEN)).await.assert_error(404, "unknown_url");
     gw.get("/v1/chat/completions", Some(TOKEN)).await.assert_error(405, "method_not_allowed");
 }
@@ -74,7 +76,10 @@ async fn bad_requests_get_clear_errors() {
 async fn oversized_body_without_content_length_is_cut_off() {
     let (gw, _up) = gateway().await;
     // A streamed (chunked) upload, so the limit must be enforced while reading.
-    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024])))));
+    let chunks = futures_util::stream::iter(
+        (0..64)
+            .map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b' '; 1024])))),
+    );
     let request = Request::builder()
         .method(Method::POST)
         .uri(gw.url("/v1/chat/completions"))

@@ -32,9 +32,12 @@ impl TestGateway {
         // Logs go to the test's captured output (shown for failing tests).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "berry=debug".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "berry=debug".into()),
+            )
             .try_init();
-        let config = config::parse(toml, &|name| std::env::var(name).ok()).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let config = config::parse(toml, &|name| std::env::var(name).ok())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let gateway = Gateway::start(config).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         let server = Server::start(gateway.clone(), "127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", server.addr());
@@ -104,7 +107,12 @@ allowed_models = ["other"]
 pub fn config(strategy: &str, mocks: &[(&str, &MockServer)], backend_extra: &[&str], settings_extra: &str) -> String {
     // Defaults, unless `settings_extra` sets the key itself.
     let mut s = String::from("[settings]\n");
-    for (key, value) in [("request_timeout_seconds", "5"), ("first_byte_timeout_seconds", "5"), ("connection_timeout_seconds", "2"), ("max_retries", "3")] {
+    for (key, value) in [
+        ("request_timeout_seconds", "5"),
+        ("first_byte_timeout_seconds", "5"),
+        ("connection_timeout_seconds", "2"),
+        ("max_retries", "3"),
+    ] {
         if !settings_extra.lines().any(|l| l.trim_start().starts_with(key)) {
             s.push_str(&format!("{key} = {value}\n"));
         }
@@ -139,7 +147,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Which mock answered (the mock's name is its `system_fingerprint`).

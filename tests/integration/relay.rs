@@ -51,7 +51,11 @@ async fn provider_headers_are_sent() {
     let gw = TestGateway::start(&toml).await;
     assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
     let received = up.state.last_request().expect("request");
-    assert!(received.headers.iter().any(|(k, v)| k == "x-custom-header" && v == "custom-value"), "{:?}", received.headers);
+    assert!(
+        received.headers.iter().any(|(k, v)| k == "x-custom-header" && v == "custom-value"),
+        "{:?}",
+        received.headers
+    );
 }
 
 #[tokio::test]
@@ -67,7 +71,8 @@ async fn non_admin_cannot_pin_a_backend() {
 
 #[tokio::test]
 async fn sse_is_passed_through_byte_for_byte() {
-    let up = mock_with(berry::mock::MockSettings { name: "up".into(), sse_ids: true, chunks: 4, ..Default::default() }).await;
+    let up = mock_with(berry::mock::MockSettings { name: "up".into(), sse_ids: true, chunks: 4, ..Default::default() })
+        .await;
     let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
     let mut body = chat_body("m");
     body["stream"] = json!(true);
@@ -104,10 +109,20 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
                             let mut release = release.clone();
                             async move {
                                 match step {
-                                    0 => Some((Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"data: {\"first\":true}\n\n"))), 1)),
+                                    0 => Some((
+                                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(
+                                            b"data: {\"first\":true}\n\n",
+                                        ))),
+                                        1,
+                                    )),
                                     1 => {
                                         let _ = release.wait_for(|r| *r).await;
-                                        Some((Ok(Frame::data(Bytes::from_static(b"data: {\"second\":true}\n\ndata: [DONE]\n\n"))), 2))
+                                        Some((
+                                            Ok(Frame::data(Bytes::from_static(
+                                                b"data: {\"second\":true}\n\ndata: [DONE]\n\n",
+                                            ))),
+                                            2,
+                                        ))
                                     }
                                     _ => None,
                                 }
@@ -145,7 +160,11 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
         .expect("frame");
     assert_eq!(first.into_data().ok().as_deref(), Some(&b"data: {\"first\":true}\n\n"[..]));
     release_tx.send(true).expect("release");
-    let rest = tokio::time::timeout(Duration::from_secs(10), incoming.collect()).await.expect("rest").expect("body").to_bytes();
+    let rest = tokio::time::timeout(Duration::from_secs(10), incoming.collect())
+        .await
+        .expect("rest")
+        .expect("body")
+        .to_bytes();
     assert_eq!(&rest[..], b"data: {\"second\":true}\n\ndata: [DONE]\n\n");
 }
 
@@ -177,7 +196,13 @@ async fn mid_stream_failure_ends_with_an_error_event_and_is_recorded() {
 async fn streaming_failure_before_first_byte_moves_to_the_next_backend() {
     let (bad, good) = (mock("bad").await, mock("good").await);
     set(&bad, berry::mock::MockUpdate { fail: Some(berry::mock::FailMode::Status(500)), ..Default::default() });
-    let gw = TestGateway::start(&config("failover", &[("bad", &bad), ("good", &good)], &["priority = 1", "priority = 2"], "")).await;
+    let gw = TestGateway::start(&config(
+        "failover",
+        &[("bad", &bad), ("good", &good)],
+        &["priority = 1", "priority = 2"],
+        "",
+    ))
+    .await;
     let mut body = chat_body("m");
     body["stream"] = json!(true);
     let reply = stream(&gw.url("/v1/chat/completions"), TOKEN, &body).await;
@@ -221,7 +246,8 @@ async fn only_upstream_timeouts_give_504() {
 async fn the_callers_own_bad_request_is_passed_back_not_retried() {
     let (a, b) = (mock("a").await, mock("b").await);
     set(&a, berry::mock::MockUpdate { fail: Some(berry::mock::FailMode::Status(400)), ..Default::default() });
-    let gw = TestGateway::start(&config("failover", &[("a", &a), ("b", &b)], &["priority = 1", "priority = 2"], "")).await;
+    let gw =
+        TestGateway::start(&config("failover", &[("a", &a), ("b", &b)], &["priority = 1", "priority = 2"], "")).await;
     let reply = gw.chat(TOKEN, &chat_body("m")).await;
     reply.assert_error(400, "mock_failure");
     assert_eq!(b.state.chat.load(std::sync::atomic::Ordering::Relaxed), 0);
@@ -233,10 +259,22 @@ async fn the_callers_own_bad_request_is_passed_back_not_retried() {
 async fn completions_and_embeddings_are_routed_too() {
     let up = mock("up").await;
     let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
-    let reply = send(Method::POST, &gw.url("/v1/embeddings"), Some(TOKEN), Some(json!({"model":"m","input":["a","b"]}).to_string())).await;
+    let reply = send(
+        Method::POST,
+        &gw.url("/v1/embeddings"),
+        Some(TOKEN),
+        Some(json!({"model":"m","input":["a","b"]}).to_string()),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["data"].as_array().map(Vec::len), Some(2));
-    let reply = send(Method::POST, &gw.url("/v1/completions"), Some(TOKEN), Some(json!({"model":"m","prompt":"x"}).to_string())).await;
+    let reply = send(
+        Method::POST,
+        &gw.url("/v1/completions"),
+        Some(TOKEN),
+        Some(json!({"model":"m","prompt":"x"}).to_string()),
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json()["object"], "text_completion");
     assert_eq!(up.state.embeddings.load(std::sync::atomic::Ordering::Relaxed), 1);

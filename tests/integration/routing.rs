@@ -19,14 +19,18 @@ async fn tally(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
 #[tokio::test]
 async fn weighted_random_follows_the_weights() {
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
-    let toml = config("weighted_random", &[("a", &a), ("b", &b), ("c", &c)], &["weight = 6", "weight = 3", "weight = 1"], "");
+    let toml =
+        config("weighted_random", &[("a", &a), ("b", &b), ("c", &c)], &["weight = 6", "weight = 3", "weight = 1"], "");
     let gw = TestGateway::start(&toml).await;
     let n = 1000;
     let counts = tally(&gw, n).await;
     // Expected 600 / 300 / 100; binomial sd ≈ 15.5 / 14.5 / 9.5. Allow ~4.5 sd.
     for (name, expected, tolerance) in [("a", 600.0, 70.0), ("b", 300.0, 65.0), ("c", 100.0, 43.0)] {
         let got = *counts.get(name).unwrap_or(&0) as f64;
-        assert!((got - expected).abs() <= tolerance, "{name}: got {got}, expected {expected} ± {tolerance} ({counts:?})");
+        assert!(
+            (got - expected).abs() <= tolerance,
+            "{name}: got {got}, expected {expected} ± {tolerance} ({counts:?})"
+        );
     }
 }
 
@@ -101,7 +105,12 @@ async fn smart_ai_routes_to_its_backends() {
 async fn dead_backend_is_skipped_without_client_errors() {
     let live = mock("live").await;
     let dead = mock("dead").await;
-    let toml = config("weighted_random", &[("live", &live), ("dead", &dead)], &["weight = 1", "weight = 1"], "circuit_breaker_threshold = 3");
+    let toml = config(
+        "weighted_random",
+        &[("live", &live), ("dead", &dead)],
+        &["weight = 1", "weight = 1"],
+        "circuit_breaker_threshold = 3",
+    );
     let gw = TestGateway::start(&toml).await;
     drop(dead); // the port now refuses connections
     for i in 0..40 {

@@ -8,7 +8,10 @@ async fn gateway_with_strategy(plugin: &str) -> (TestGateway, berry::mock::MockS
     let up = mock("up").await;
     let path = test_plugin(plugin);
     let mut toml = config(plugin, &[("up", &up)], &[], "");
-    toml.push_str(&format!("\n[plugins.{plugin}]\npath = {:?}\nkind = \"strategy\"\nmemory_mb = 8\ntimeout_ms = 50\n", path.display().to_string()));
+    toml.push_str(&format!(
+        "\n[plugins.{plugin}]\npath = {:?}\nkind = \"strategy\"\nmemory_mb = 8\ntimeout_ms = 50\n",
+        path.display().to_string()
+    ));
     (TestGateway::start(&toml).await, up)
 }
 
@@ -27,7 +30,10 @@ async fn contained(plugin: &str) {
     assert_eq!(gw.get("/v1/health", None).await.status, 200);
     let stats = gw.gateway.snapshot();
     let strategy = stats.strategies.get(plugin).expect("plugin loaded");
-    assert!(strategy.stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 5, "{plugin}: failures must be counted");
+    assert!(
+        strategy.stats().failures.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+        "{plugin}: failures must be counted"
+    );
 }
 
 #[tokio::test]

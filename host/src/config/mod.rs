@@ -175,9 +175,8 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            errors: vec![format!("{}: cannot read: {e}", path.display())],
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { errors: vec![format!("{}: cannot read: {e}", path.display())] })?;
         let mut config = parse(&text, &|name| std::env::var(name).ok())?;
         config.source = Some(path.to_path_buf());
         config.resolve_plugin_paths();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
 use super::{
-    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Provider,
-    RateLimit, Secret, Settings, User,
+    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Provider, RateLimit,
+    Secret, Settings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -84,10 +84,21 @@ impl Validator<'_> {
         let policy = raw.auth.policy.unwrap_or_else(|| "token_auth".to_string());
         let auth_is_plugin = plugins.get(&policy).is_some_and(|p| p.kind == PluginKind::Auth);
         if !STOCK_AUTH.contains(&policy.as_str()) && !auth_is_plugin {
-            self.error("auth.policy", format!("unknown auth policy {policy:?} (stock: token_auth, or a [plugins.X] with kind = \"auth\")"));
+            self.error(
+                "auth.policy",
+                format!("unknown auth policy {policy:?} (stock: token_auth, or a [plugins.X] with kind = \"auth\")"),
+            );
         }
         let auth_config = self.json("auth.config", raw.auth.config);
-        Config { settings, providers, models, users, plugins, auth: AuthSettings { policy, config_json: auth_config }, source: None }
+        Config {
+            settings,
+            providers,
+            models,
+            users,
+            plugins,
+            auth: AuthSettings { policy, config_json: auth_config },
+            source: None,
+        }
     }
 
     fn json(&mut self, path: &str, value: Option<toml::Value>) -> String {
@@ -131,16 +142,46 @@ impl Validator<'_> {
         }
         Settings {
             listen: raw.listen,
-            health_check_interval: self.seconds(&format!("{p}.health_check_interval_seconds"), raw.health_check_interval_seconds, 30.0),
-            recovery_check_interval: self.seconds(&format!("{p}.recovery_check_interval_seconds"), raw.recovery_check_interval_seconds, 120.0),
+            health_check_interval: self.seconds(
+                &format!("{p}.health_check_interval_seconds"),
+                raw.health_check_interval_seconds,
+                30.0,
+            ),
+            recovery_check_interval: self.seconds(
+                &format!("{p}.recovery_check_interval_seconds"),
+                raw.recovery_check_interval_seconds,
+                120.0,
+            ),
             request_timeout: self.seconds(&format!("{p}.request_timeout_seconds"), raw.request_timeout_seconds, 30.0),
-            connection_timeout: self.seconds(&format!("{p}.connection_timeout_seconds"), raw.connection_timeout_seconds, 10.0),
-            first_byte_timeout: self.seconds(&format!("{p}.first_byte_timeout_seconds"), raw.first_byte_timeout_seconds, 30.0),
+            connection_timeout: self.seconds(
+                &format!("{p}.connection_timeout_seconds"),
+                raw.connection_timeout_seconds,
+                10.0,
+            ),
+            first_byte_timeout: self.seconds(
+                &format!("{p}.first_byte_timeout_seconds"),
+                raw.first_byte_timeout_seconds,
+                30.0,
+            ),
             drain_timeout: self.seconds(&format!("{p}.drain_timeout_seconds"), raw.drain_timeout_seconds, 30.0),
-            max_retries: raw.max_retries.unwrap_or(3).min(16),
+            max_retries: match raw.max_retries.unwrap_or(3) {
+                n @ 0..=16 => n,
+                n => {
+                    self.error(&format!("{p}.max_retries"), format!("must be at most 16, got {n}"));
+                    16
+                }
+            },
             circuit_breaker_threshold: threshold,
-            circuit_breaker_window: self.seconds(&format!("{p}.circuit_breaker_window_seconds"), raw.circuit_breaker_window_seconds, 60.0),
-            circuit_breaker_cooldown: self.seconds(&format!("{p}.circuit_breaker_cooldown_seconds"), raw.circuit_breaker_cooldown_seconds, 30.0),
+            circuit_breaker_window: self.seconds(
+                &format!("{p}.circuit_breaker_window_seconds"),
+                raw.circuit_breaker_window_seconds,
+                60.0,
+            ),
+            circuit_breaker_cooldown: self.seconds(
+                &format!("{p}.circuit_breaker_cooldown_seconds"),
+                raw.circuit_breaker_cooldown_seconds,
+                30.0,
+            ),
             max_request_body_bytes: max_body as usize,
             admin_token,
             smart_ai_json: serde_json::to_string(&raw.smart_ai).unwrap_or_else(|_| "{}".to_string()),
@@ -153,13 +194,23 @@ impl Validator<'_> {
         let base_url = self.interpolate(&format!("{p}.base_url"), &raw.base_url, enabled);
         let base_url = base_url.trim_end_matches('/').to_string();
         let scheme_ok = ["http://", "https://", "mock://"].iter().any(|s| base_url.starts_with(s));
-        if enabled && !scheme_ok {
-            self.error(&format!("{p}.base_url"), format!("must start with http://, https:// or mock://, got {base_url:?}"));
+        if enabled && base_url.starts_with("mock://") {
+            if let Err(e) = crate::mock::MockSettings::from_mock_url(&base_url) {
+                self.error(&format!("{p}.base_url"), e);
+            }
+        } else if enabled && !scheme_ok {
+            self.error(
+                &format!("{p}.base_url"),
+                format!("must start with http://, https:// or mock://, got {base_url:?}"),
+            );
         } else if enabled && !base_url.starts_with("mock://") && base_url.parse::<http::Uri>().is_err() {
             self.error(&format!("{p}.base_url"), format!("not a valid URL: {base_url:?}"));
         }
+        let errors_before = self.errors.len();
         let api_key = Secret::new(self.interpolate(&format!("{p}.api_key"), &raw.api_key, enabled));
-        if enabled && api_key.is_empty() && !base_url.starts_with("mock://") {
+        // An unset variable was reported already; do not report the key twice.
+        let interpolation_failed = self.errors.len() > errors_before;
+        if enabled && api_key.is_empty() && !interpolation_failed && !base_url.starts_with("mock://") {
             self.error(&format!("{p}.api_key"), "is empty (a disabled provider may leave it empty)");
         }
         if enabled && raw.models.is_empty() {
@@ -248,7 +299,10 @@ impl Validator<'_> {
             if !STOCK_STRATEGIES.contains(&strategy.as_str()) && !is_plugin {
                 self.error(
                     &format!("{p}.strategy"),
-                    format!("unknown strategy {strategy:?} (stock: {}; or a [plugins.X] with kind = \"strategy\")", STOCK_STRATEGIES.join(", ")),
+                    format!(
+                        "unknown strategy {strategy:?} (stock: {}; or a [plugins.X] with kind = \"strategy\")",
+                        STOCK_STRATEGIES.join(", ")
+                    ),
                 );
             }
             let mut backends = Vec::new();
@@ -275,7 +329,10 @@ impl Validator<'_> {
                     "per_token" => BillingMode::PerToken,
                     "per_request" => BillingMode::PerRequest,
                     other => {
-                        self.error(&format!("{bp}.billing_mode"), format!("must be \"per_token\" or \"per_request\", got {other:?}"));
+                        self.error(
+                            &format!("{bp}.billing_mode"),
+                            format!("must be \"per_token\" or \"per_request\", got {other:?}"),
+                        );
                         BillingMode::PerToken
                     }
                 };
@@ -297,7 +354,10 @@ impl Validator<'_> {
                 if backends.is_empty() {
                     self.error(&format!("{p}.backends"), "has no backends");
                 } else if live.iter().map(|b| b.weight).sum::<f64>() <= 0.0 {
-                    self.error(&format!("{p}.backends"), "total weight of enabled backends (on enabled providers) is 0");
+                    self.error(
+                        &format!("{p}.backends"),
+                        "total weight of enabled backends (on enabled providers) is 0",
+                    );
                 }
             }
             models.push(Model { key, name, strategy, enabled, backends });
@@ -352,5 +412,107 @@ impl Validator<'_> {
             });
         }
         users
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[providers.p]
+base_url = "https://example.invalid/v1"
+api_key = "${P_KEY}"
+models = ["up"]
+
+[models.m]
+name = "m"
+[[models.m.backends]]
+provider = "p"
+model = "up"
+weight = 2
+
+[users.u]
+token = "t"
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "P_KEY").then(|| "sk-from-env".to_string())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, &env) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors,
+        }
+    }
+
+    #[test]
+    fn a_valid_config_gets_its_defaults_and_env_values() {
+        let c = parse(BASE, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.providers["p"].api_key.expose(), "sk-from-env");
+        assert_eq!(c.settings.max_retries, 3);
+        assert_eq!(c.settings.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.models[0].strategy, "weighted_random");
+        assert_eq!(c.auth.policy, "token_auth");
+        assert!(!format!("{c:?}").contains("sk-from-env"), "secrets must not print in Debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let e = errors(&format!("{BASE}\n[models.m.extra]\n"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("models.m"), "{e:?}");
+        let e = errors(&BASE.replace("weight = 2", "weight = 2\nwieght = 3"));
+        assert!(e[0].contains("models.m.backends[0]") && e[0].contains("wieght"), "{e:?}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let text = BASE
+            .replace("provider = \"p\"", "provider = \"q\"")
+            .replace("[users.u]\ntoken = \"t\"", "[users.u]\ntoken = \"t\"\nallowed_models = [\"nope\"]");
+        let e = errors(&text);
+        assert!(e.contains(&"models.m.backends[0].provider: unknown provider \"q\"".to_string()), "{e:?}");
+        assert!(e.iter().any(|x| x.starts_with("users.u.allowed_models[0]")), "{e:?}");
+    }
+
+    #[test]
+    fn zero_total_weight_and_unlisted_models_are_errors() {
+        assert!(errors(&BASE.replace("weight = 2", "weight = 0"))[0].contains("total weight"));
+        let e = errors(&BASE.replace("model = \"up\"", "model = \"other\""));
+        assert!(e[0].starts_with("models.m.backends[0].model"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_env_is_an_error_only_where_needed() {
+        let e = match parse(BASE, &|_| None) {
+            Err(e) => e.errors,
+            Ok(_) => Vec::new(),
+        };
+        assert_eq!(e, ["providers.p.api_key: environment variable P_KEY is not set"]);
+        // A disabled provider may lack its key (and its models may point at it, disabled).
+        let disabled = BASE.replace("models = [\"up\"]", "models = [\"up\"]\nenabled = false");
+        let e = match parse(&disabled, &|_| None) {
+            Err(e) => e.errors,
+            Ok(_) => Vec::new(),
+        };
+        assert!(e.iter().all(|x| !x.contains("api_key")), "{e:?}");
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in [
+            "",
+            "[",
+            "x = ",
+            "[settings]\nlisten = 5",
+            "[[models]]",
+            "[models.m]\nbackends = 3",
+            "\u{0}",
+            "[providers.p]\nbase_url=\"mock://x?fail=abc\"",
+        ] {
+            let _ = parse(text, &env);
+        }
     }
 }

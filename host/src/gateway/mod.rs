@@ -48,11 +48,10 @@ impl Gateway {
         let mocks = start_mocks(&self.mocks, &config).await?;
         let this = self.clone();
         let previous = self.snapshot();
-        let snapshot = tokio::task::spawn_blocking(move || {
-            Self::prepare_in(&config, &this.health, &mocks, Some(&previous))
-        })
-        .await
-        .map_err(|e| format!("preparing the new configuration panicked: {e}"))??;
+        let snapshot =
+            tokio::task::spawn_blocking(move || Self::prepare_in(&config, &this.health, &mocks, Some(&previous)))
+                .await
+                .map_err(|e| format!("preparing the new configuration panicked: {e}"))??;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }
@@ -83,7 +82,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Start (or reuse) an embedded mock for every enabled `mock://` provider; returns
 /// each mock URL's real base URL.
-async fn start_mocks(mocks: &Mutex<HashMap<String, MockServer>>, config: &Config) -> Result<HashMap<String, String>, String> {
+async fn start_mocks(
+    mocks: &Mutex<HashMap<String, MockServer>>,
+    config: &Config,
+) -> Result<HashMap<String, String>, String> {
     let wanted: Vec<String> = config
         .providers
         .values()

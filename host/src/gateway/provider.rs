@@ -29,10 +29,8 @@ impl ProviderRuntime {
             v.set_sensitive(true);
             Some(v)
         };
-        let urls = Endpoint::ALL
-            .iter()
-            .map(|e| format!("{base_url}{}", e.upstream_path()).parse::<Uri>().ok())
-            .collect();
+        let urls =
+            Endpoint::ALL.iter().map(|e| format!("{base_url}{}", e.upstream_path()).parse::<Uri>().ok()).collect();
         Ok(ProviderRuntime {
             key: config.key.clone(),
             enabled: config.enabled,

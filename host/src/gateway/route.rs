@@ -109,7 +109,14 @@ impl Route {
 
     /// Record one attempt: health first, then the strategy's `observe`, whose
     /// answer (if any) becomes the backend's kept score.
-    pub fn record(&self, index: u32, outcome: Outcome, latency_ms: f64, request: &wit::Request, policy: &CircuitPolicy) {
+    pub fn record(
+        &self,
+        index: u32,
+        outcome: Outcome,
+        latency_ms: f64,
+        request: &wit::Request,
+        policy: &CircuitPolicy,
+    ) {
         let Some(backend) = self.backends.get(index as usize) else { return };
         let now = now_ms();
         let before = to_wit_state(&backend.health, now, policy);

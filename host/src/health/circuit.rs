@@ -28,7 +28,9 @@ pub enum CircuitView {
     Closed,
     Open,
     /// Recovering: stage index into [`RECOVERY_STAGES`].
-    HalfOpen { stage: u8 },
+    HalfOpen {
+        stage: u8,
+    },
 }
 
 impl CircuitView {

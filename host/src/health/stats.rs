@@ -22,8 +22,14 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 6] =
-        [ErrorClass::Network, ErrorClass::Timeout, ErrorClass::Auth, ErrorClass::RateLimit, ErrorClass::Server, ErrorClass::Model];
+    pub const ALL: [ErrorClass; 6] = [
+        ErrorClass::Network,
+        ErrorClass::Timeout,
+        ErrorClass::Auth,
+        ErrorClass::RateLimit,
+        ErrorClass::Server,
+        ErrorClass::Model,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

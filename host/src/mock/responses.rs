@@ -26,15 +26,23 @@ pub fn widen(response: Response<BerryBody>) -> Response<MockBody> {
 }
 
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<MockBody> {
-    json_response(status, &json!({ "error": { "message": message, "type": "mock_error", "code": code, "param": null } }))
+    json_response(
+        status,
+        &json!({ "error": { "message": message, "type": "mock_error", "code": code, "param": null } }),
+    )
 }
 
 /// The answer for `path` (under `/v1`) to a request `body`.
 pub fn answer(path: &str, body: &Bytes, settings: &MockSettings, break_mid_stream: bool) -> Response<MockBody> {
     let path = path.trim_start_matches("/v1");
     if path == "/models" {
-        let ids: Vec<&str> = if settings.models.is_empty() { vec!["mock"] } else { settings.models.iter().map(String::as_str).collect() };
-        let data: Vec<Value> = ids.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "mock" })).collect();
+        let ids: Vec<&str> = if settings.models.is_empty() {
+            vec!["mock"]
+        } else {
+            settings.models.iter().map(String::as_str).collect()
+        };
+        let data: Vec<Value> =
+            ids.iter().map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "mock" })).collect();
         return json_response(StatusCode::OK, &json!({ "object": "list", "data": data }));
     }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
@@ -114,7 +122,9 @@ fn completions(request: &Value, model: &str, settings: &MockSettings) -> Respons
 
 fn embeddings(request: &Value, model: &str, settings: &MockSettings) -> Response<MockBody> {
     let inputs: Vec<String> = match request.get("input") {
-        Some(Value::Array(items)) => items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect(),
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect()
+        }
         Some(Value::String(s)) => vec![s.clone()],
         _ => vec![String::new()],
     };
@@ -123,7 +133,8 @@ fn embeddings(request: &Value, model: &str, settings: &MockSettings) -> Response
         .enumerate()
         .map(|(i, text)| {
             // A fixed pseudo-embedding derived from the text's bytes.
-            let mut seed = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let mut seed =
+                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
             let vector: Vec<f64> = (0..8)
                 .map(|_| {
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -92,7 +92,8 @@ impl MockSettings {
         let rest = url.strip_prefix("mock://").ok_or_else(|| format!("{url}: not a mock:// URL"))?;
         let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
         let name = name.trim_end_matches('/').trim_end_matches("/v1");
-        let mut s = MockSettings { name: if name.is_empty() { "mock".into() } else { name.into() }, ..Default::default() };
+        let mut s =
+            MockSettings { name: if name.is_empty() { "mock".into() } else { name.into() }, ..Default::default() };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let bad = || format!("{url}: bad value {value:?} for {key}");

@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
 use super::bindings::auth::{AuthPlugin as Bindings, AuthPluginPre};
-use super::engine::{CompiledPlugin, engine, linker_for};
-use super::pool::{CallStats, Pool, Warm, trap_message};
-use super::sandbox::{HostState, arm, new_store};
+use super::engine::{CompiledPlugin, PluginEngine};
+use super::loaded::{Kind, Loaded};
+use super::pool::CallStats;
+use super::sandbox::HostState;
 use super::{Limits, PluginError};
 
 /// The WIT types auth policies exchange with the host.
@@ -16,74 +20,58 @@ pub mod wit {
     };
 }
 
-pub struct AuthPlugin {
-    compiled: CompiledPlugin,
-    pre: AuthPluginPre<HostState>,
-    limits: Limits,
-    config_json: String,
-    users: Vec<wit::UserInfo>,
-    pool: Pool<Bindings>,
+pub struct AuthKind;
+
+impl Kind for AuthKind {
+    type Bindings = Bindings;
+    type Pre = AuthPluginPre<HostState>;
+    type Data = Vec<wit::UserInfo>;
+    const NAME: &'static str = "auth";
+
+    fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {
+        &pe.auth_linker
+    }
+    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        AuthPluginPre::new(instance_pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        pre.instantiate(store)
+    }
+    fn configure(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+        users: &Self::Data,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.berry_gateway_auth().call_configure(store, config, users)
+    }
 }
 
+pub struct AuthPlugin(Loaded<AuthKind>);
+
 impl AuthPlugin {
-    /// Link, instantiate and configure one instance; see `StrategyPlugin::prepare`.
     pub fn prepare(
         compiled: CompiledPlugin,
         limits: Limits,
         config_json: String,
         users: Vec<wit::UserInfo>,
     ) -> Result<Self, PluginError> {
-        let pe = engine()?;
-        let name = compiled.name.to_string();
-        let linker = linker_for(&pe.auth_linker, &compiled.component).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("cannot link: {e:#}"),
-        })?;
-        let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("not a Berry auth plugin for this gateway (berry:gateway@0.1.0): {e:#}"),
-        })?;
-        let pre = AuthPluginPre::new(instance_pre).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("does not export the auth interface of berry:gateway@0.1.0: {e:#}"),
-        })?;
-        let pool = Pool::new(compiled.name.clone(), limits);
-        let plugin = AuthPlugin { compiled, pre, limits, config_json, users, pool };
-        let warm = plugin.make()?;
-        plugin.pool.put(warm);
-        Ok(plugin)
-    }
-
-    fn make(&self) -> Result<Warm<Bindings>, PluginError> {
-        let pe = engine()?;
-        let name = || self.compiled.name.to_string();
-        let mut store = new_store(pe, self.compiled.name.clone(), &self.limits);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?;
-        arm(&mut store, &self.limits);
-        bindings
-            .berry_gateway_auth()
-            .call_configure(&mut store, &self.config_json, &self.users)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?
-            .map_err(|message| PluginError::Configure { plugin: name(), message })?;
-        Ok(Warm { store, bindings })
+        Loaded::prepare(compiled, limits, config_json, users).map(AuthPlugin)
     }
 
     pub fn compiled(&self) -> &CompiledPlugin {
-        &self.compiled
+        &self.0.compiled
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.compiled.name
+        &self.0.compiled.name
     }
 
     pub fn stats(&self) -> &CallStats {
-        &self.pool.stats
+        &self.0.pool.stats
     }
 
     pub fn authorize(&self, request: &wit::AuthRequest) -> Result<Result<wit::Principal, wit::Denial>, PluginError> {
-        self.pool.call(|| self.make(), |store, b| b.berry_gateway_auth().call_authorize(store, request))
+        self.0.call(|store, b| b.berry_gateway_auth().call_authorize(store, request))
     }
 }

@@ -61,8 +61,11 @@ impl PluginEngine {
 
         let mut strategy_linker = Linker::new(&engine);
         let mut auth_linker = Linker::new(&engine);
-        strategy_world::StrategyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut strategy_linker, |s| s)
-            .map_err(|e| format!("linking the strategy world: {e:#}"))?;
+        strategy_world::StrategyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut strategy_linker,
+            |s| s,
+        )
+        .map_err(|e| format!("linking the strategy world: {e:#}"))?;
         auth_world::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
             .map_err(|e| format!("linking the auth world: {e:#}"))?;
 
@@ -120,7 +123,8 @@ pub fn compile(name: &str, source: &str, bytes: &[u8]) -> Result<CompiledPlugin,
         Some(c) => c,
         None => {
             // Compiling happens outside the lock: a slow compile must not stall others.
-            let c = Component::new(&pe.engine, bytes).map_err(|e| load_err(name, format!("not a valid component: {e:#}")))?;
+            let c = Component::new(&pe.engine, bytes)
+                .map_err(|e| load_err(name, format!("not a valid component: {e:#}")))?;
             pe.compiled.lock().map_err(|_| load_err(name, "compile cache poisoned"))?.insert(digest, c.clone());
             c
         }

@@ -11,6 +11,7 @@
 pub mod auth;
 mod bindings;
 mod engine;
+mod loaded;
 mod pool;
 mod sandbox;
 pub mod stock;

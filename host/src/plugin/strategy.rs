@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use wasmtime::Store;
+use wasmtime::component::InstancePre;
+
 use super::bindings::strategy::{StrategyPlugin as Bindings, StrategyPluginPre};
-use super::engine::{CompiledPlugin, engine, linker_for};
-use super::pool::{CallStats, Pool, Warm, trap_message};
-use super::sandbox::{HostState, arm, new_store};
+use super::engine::{CompiledPlugin, PluginEngine};
+use super::loaded::{Kind, Loaded};
+use super::pool::CallStats;
+use super::sandbox::HostState;
 use super::{Limits, PluginError};
 
 /// The WIT types strategies exchange with the host.
@@ -17,76 +21,59 @@ pub mod wit {
     };
 }
 
-pub struct StrategyPlugin {
-    compiled: CompiledPlugin,
-    pre: StrategyPluginPre<HostState>,
-    limits: Limits,
-    config_json: String,
-    routes: Vec<wit::RouteInfo>,
-    pool: Pool<Bindings>,
+pub struct StrategyKind;
+
+impl Kind for StrategyKind {
+    type Bindings = Bindings;
+    type Pre = StrategyPluginPre<HostState>;
+    type Data = Vec<wit::RouteInfo>;
+    const NAME: &'static str = "strategy";
+
+    fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {
+        &pe.strategy_linker
+    }
+    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        StrategyPluginPre::new(instance_pre)
+    }
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
+        pre.instantiate(store)
+    }
+    fn configure(
+        b: &Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+        routes: &Self::Data,
+    ) -> wasmtime::Result<Result<(), String>> {
+        b.berry_gateway_strategy().call_configure(store, config, routes)
+    }
 }
 
+pub struct StrategyPlugin(Loaded<StrategyKind>);
+
 impl StrategyPlugin {
-    /// Link, instantiate and configure one instance (the smoke test): a plugin that
-    /// cannot do that is rejected here, before any request sees it.
     pub fn prepare(
         compiled: CompiledPlugin,
         limits: Limits,
         config_json: String,
         routes: Vec<wit::RouteInfo>,
     ) -> Result<Self, PluginError> {
-        let pe = engine()?;
-        let name = compiled.name.to_string();
-        let linker = linker_for(&pe.strategy_linker, &compiled.component).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("cannot link: {e:#}"),
-        })?;
-        let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("not a Berry strategy plugin for this gateway (berry:gateway@0.1.0): {e:#}"),
-        })?;
-        let pre = StrategyPluginPre::new(instance_pre).map_err(|e| PluginError::Load {
-            plugin: name.clone(),
-            message: format!("does not export the strategy interface of berry:gateway@0.1.0: {e:#}"),
-        })?;
-        let pool = Pool::new(compiled.name.clone(), limits);
-        let plugin = StrategyPlugin { compiled, pre, limits, config_json, routes, pool };
-        let warm = plugin.make()?;
-        plugin.pool.put(warm);
-        Ok(plugin)
-    }
-
-    fn make(&self) -> Result<Warm<Bindings>, PluginError> {
-        let pe = engine()?;
-        let name = || self.compiled.name.to_string();
-        let mut store = new_store(pe, self.compiled.name.clone(), &self.limits);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?;
-        arm(&mut store, &self.limits);
-        bindings
-            .berry_gateway_strategy()
-            .call_configure(&mut store, &self.config_json, &self.routes)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?
-            .map_err(|message| PluginError::Configure { plugin: name(), message })?;
-        Ok(Warm { store, bindings })
+        Loaded::prepare(compiled, limits, config_json, routes).map(StrategyPlugin)
     }
 
     pub fn compiled(&self) -> &CompiledPlugin {
-        &self.compiled
+        &self.0.compiled
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.compiled.name
+        &self.0.compiled.name
     }
 
     pub fn stats(&self) -> &CallStats {
-        &self.pool.stats
+        &self.0.pool.stats
     }
 
     pub fn select(&self, request: &wit::Request, states: &[wit::BackendState]) -> Result<Vec<u32>, PluginError> {
-        self.pool.call(|| self.make(), |store, b| b.berry_gateway_strategy().call_select(store, request, states))
+        self.0.call(|store, b| b.berry_gateway_strategy().call_select(store, request, states))
     }
 
     pub fn observe(
@@ -97,13 +84,12 @@ impl StrategyPlugin {
         latency_ms: f64,
         state: &wit::BackendState,
     ) -> Result<Option<f64>, PluginError> {
-        self.pool.call(
-            || self.make(),
-            |store, b| b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, state.clone()),
-        )
+        self.0.call(|store, b| {
+            b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, *state)
+        })
     }
 
     pub fn explain(&self, request: &wit::Request, states: &[wit::BackendState]) -> Result<Vec<f64>, PluginError> {
-        self.pool.call(|| self.make(), |store, b| b.berry_gateway_strategy().call_explain(store, request, states))
+        self.0.call(|store, b| b.berry_gateway_strategy().call_explain(store, request, states))
     }
 }

@@ -28,8 +28,9 @@ impl RequestBody {
     pub fn parse(bytes: Bytes) -> Result<RequestBody, GatewayError> {
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| GatewayError::bad_request("invalid_json", "Request body is not valid UTF-8."))?;
-        let members = parse_members(text)
-            .map_err(|e| GatewayError::bad_request("invalid_json", format!("Request body is not a valid JSON object: {e}")))?;
+        let members = parse_members(text).map_err(|e| {
+            GatewayError::bad_request("invalid_json", format!("Request body is not a valid JSON object: {e}"))
+        })?;
         let mut model = None;
         let mut stream = false;
         let mut backend = None;
@@ -44,12 +45,16 @@ impl RequestBody {
                 }
                 "stream" => {
                     stream = serde_json::from_str::<Option<bool>>(m.value.get())
-                        .map_err(|_| GatewayError::bad_request("invalid_stream", "'stream' must be a boolean.").with_param("stream"))?
+                        .map_err(|_| {
+                            GatewayError::bad_request("invalid_stream", "'stream' must be a boolean.")
+                                .with_param("stream")
+                        })?
                         .unwrap_or(false);
                 }
                 "backend" => {
                     let pin: String = serde_json::from_str(m.value.get()).map_err(|_| {
-                        GatewayError::bad_request("invalid_backend", "'backend' must be a string.").with_param("backend")
+                        GatewayError::bad_request("invalid_backend", "'backend' must be a string.")
+                            .with_param("backend")
                     })?;
                     backend = Some(pin);
                     backend_member = Some(i);
@@ -58,7 +63,9 @@ impl RequestBody {
             }
         }
         let Some((model, model_span)) = model else {
-            return Err(GatewayError::bad_request("missing_model", "Request body must include 'model'.").with_param("model"));
+            return Err(
+                GatewayError::bad_request("missing_model", "Request body must include 'model'.").with_param("model")
+            );
         };
         let backend_span = backend_member.map(|i| member_span(text, &members, i));
         Ok(RequestBody { bytes, model, stream, backend, model_span, backend_span })
@@ -153,13 +160,17 @@ mod tests {
 
     #[test]
     fn replaces_only_the_model_value() {
-        let body = parse(r#"{ "z": 1.50, "model" : "gpt-4", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#);
+        let body = parse(
+            r#"{ "z": 1.50, "model" : "gpt-4", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#,
+        );
         assert_eq!(body.model, "gpt-4");
         assert!(!body.stream);
         let out = body.for_upstream("real-model");
         assert_eq!(
             std::str::from_utf8(&out).ok(),
-            Some(r#"{ "z": 1.50, "model" : "real-model", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#)
+            Some(
+                r#"{ "z": 1.50, "model" : "real-model", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#
+            )
         );
     }
 

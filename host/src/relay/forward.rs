@@ -14,9 +14,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use super::Endpoint;
 use super::body::RequestBody;
 use super::stream::{Finish, relay_stream};
-use super::Endpoint;
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
 use crate::health::{ErrorClass, Outcome, now_ms};
@@ -100,7 +100,8 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         attempts += 1;
         any_healthy_tried |= states.get(index as usize).is_some_and(|s| s.healthy);
         last_backend = Some(backend.label());
-        let upstream = build_request(url, backend, body.for_upstream(&backend.config.model), req.request_id, body.stream);
+        let upstream =
+            build_request(url, backend, body.for_upstream(&backend.config.model), req.request_id, body.stream);
         let in_flight = backend.health.start();
         let started = Instant::now();
         let attempt = if body.stream {
@@ -155,7 +156,13 @@ fn provider_has_budget<'a>(used: &mut Vec<(&'a str, u32)>, backend: &'a RouteBac
     }
 }
 
-fn build_request(url: &http::Uri, backend: &RouteBackend, body: Bytes, request_id: &HeaderValue, stream: bool) -> Request<Full<Bytes>> {
+fn build_request(
+    url: &http::Uri,
+    backend: &RouteBackend,
+    body: Bytes,
+    request_id: &HeaderValue,
+    stream: bool,
+) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = url.clone();
@@ -236,7 +243,9 @@ fn judge(parts: http::response::Parts, bytes: Bytes) -> Attempt {
     match ErrorClass::from_status(status.as_u16()) {
         Some(class) => Attempt::Retry(class, format!("upstream answered {}", status.as_u16())),
         // The caller's own bad request: hand the provider's explanation back.
-        None if status.is_client_error() => Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError),
+        None if status.is_client_error() => {
+            Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError)
+        }
         None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16())),
     }
 }
@@ -256,8 +265,11 @@ fn stream_response(upstream: &http::response::Parts, body: BerryBody) -> Respons
     let mut response = Response::new(body);
     *response.status_mut() = upstream.status;
     let headers = response.headers_mut();
-    let content_type =
-        upstream.headers.get(header::CONTENT_TYPE).cloned().unwrap_or_else(|| HeaderValue::from_static("text/event-stream"));
+    let content_type = upstream
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response

@@ -21,7 +21,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Models];
+    pub const ALL: [Endpoint; 4] =
+        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Models];
 
     pub fn upstream_path(self) -> &'static str {
         match self {

@@ -32,7 +32,14 @@ pub struct Finish {
 }
 
 impl Finish {
-    pub fn new(route: Arc<Route>, index: u32, request: wit::Request, policy: CircuitPolicy, first_byte_ms: f64, in_flight: InFlight) -> Self {
+    pub fn new(
+        route: Arc<Route>,
+        index: u32,
+        request: wit::Request,
+        policy: CircuitPolicy,
+        first_byte_ms: f64,
+        in_flight: InFlight,
+    ) -> Self {
         Finish { route, index, request, policy, first_byte_ms, _in_flight: in_flight }
     }
 
@@ -72,7 +79,11 @@ fn error_event(message: &str) -> Bytes {
 }
 
 impl RelayStream {
-    fn fail(&mut self, message: &str, class: ErrorClass) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+    fn fail(
+        &mut self,
+        message: &str,
+        class: ErrorClass,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.done = true;
         if let Some(finish) = self.finish.take() {
             tracing::warn!(route = %finish.route.name, class = class.as_str(), "upstream stream failed mid-way: {message}");
@@ -104,7 +115,9 @@ impl Body for RelayStream {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
-                Poll::Ready(Some(Err(e))) => return this.fail(&format!("upstream connection broke: {e}"), ErrorClass::Network),
+                Poll::Ready(Some(Err(e))) => {
+                    return this.fail(&format!("upstream connection broke: {e}"), ErrorClass::Network);
+                }
                 Poll::Ready(None) => {
                     this.done = true;
                     if let Some(finish) = this.finish.take() {

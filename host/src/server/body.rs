@@ -15,8 +15,6 @@ pub fn json_response(status: http::StatusCode, value: &serde_json::Value) -> htt
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut response = http::Response::new(full(bytes));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }

@@ -44,24 +44,28 @@ pub async fn relay(
     log.stream = body.stream;
 
     // === route ===
-    let route = snapshot
-        .routes
-        .get(&body.model)
-        .filter(|r| r.enabled)
-        .ok_or_else(|| {
-            GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", body.model)).with_param("model")
-        })?;
+    let route = snapshot.routes.get(&body.model).filter(|r| r.enabled).ok_or_else(|| {
+        GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", body.model))
+            .with_param("model")
+    })?;
     if !allowed(&principal, &body.model) {
-        return Err(GatewayError::forbidden("model_not_allowed", format!("You are not allowed to use the model '{}'.", body.model)));
+        return Err(GatewayError::forbidden(
+            "model_not_allowed",
+            format!("You are not allowed to use the model '{}'.", body.model),
+        ));
     }
     let pin = match &body.backend {
         None => None,
         Some(_) if !principal.admin => {
-            return Err(GatewayError::forbidden("backend_pin_forbidden", "Only admin users may pin a backend.").with_param("backend"));
+            return Err(GatewayError::forbidden("backend_pin_forbidden", "Only admin users may pin a backend.")
+                .with_param("backend"));
         }
         Some(pin) => Some(route.pinned(pin).ok_or_else(|| {
-            GatewayError::bad_request("unknown_backend", format!("No enabled backend '{pin}' for model '{}'.", body.model))
-                .with_param("backend")
+            GatewayError::bad_request(
+                "unknown_backend",
+                format!("No enabled backend '{pin}' for model '{}'.", body.model),
+            )
+            .with_param("backend")
         })?),
     };
 
@@ -85,7 +89,9 @@ async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(GatewayError::timeout_reading_body()),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::payload_too_large(limit)),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
         Ok(Err(_)) => Err(GatewayError::bad_request("body_read_error", "Could not read the request body.")),
     }
 }

@@ -58,7 +58,9 @@ impl RequestLog {
 pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     headers
         .get("x-request-id")
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic())))
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.to_str().is_ok_and(|s| s.bytes().all(|b| b.is_ascii_graphic()))
+        })
         .cloned()
         .unwrap_or_else(|| {
             let id = format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..));

@@ -11,7 +11,11 @@ use crate::gateway::Snapshot;
 use crate::health::{CircuitView, ErrorClass, now_ms};
 
 /// `GET /v1/models`: the enabled models this caller may use, in OpenAI's list format.
-pub fn models(snapshot: &Snapshot, headers: &HeaderMap, log: &mut RequestLog) -> Result<Response<BerryBody>, GatewayError> {
+pub fn models(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    log: &mut RequestLog,
+) -> Result<Response<BerryBody>, GatewayError> {
     let principal = authenticate(snapshot, headers, "")?;
     log.user = Some(principal.id.clone());
     let data: Vec<Value> = snapshot
@@ -25,9 +29,11 @@ pub fn models(snapshot: &Snapshot, headers: &HeaderMap, log: &mut RequestLog) ->
 
 /// Whether at least one enabled route has an enabled backend whose circuit is not open.
 fn can_serve(snapshot: &Snapshot, now: u64) -> bool {
-    snapshot.route_order.iter().filter(|r| r.enabled).any(|r| {
-        r.backends.iter().any(|b| b.enabled() && b.health.view(now, &snapshot.policy).circuit.healthy())
-    })
+    snapshot
+        .route_order
+        .iter()
+        .filter(|r| r.enabled)
+        .any(|r| r.backends.iter().any(|b| b.enabled() && b.health.view(now, &snapshot.policy).circuit.healthy()))
 }
 
 /// `GET /v1/health`: short status; 200 while any route can be served.
@@ -55,8 +61,10 @@ pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
                         CircuitView::Open => ("open", None),
                         CircuitView::HalfOpen { stage } => ("half_open", Some(stage)),
                     };
-                    let errors: serde_json::Map<String, Value> =
-                        ErrorClass::ALL.iter().map(|c| (c.as_str().to_string(), json!(v.errors[*c as usize]))).collect();
+                    let errors: serde_json::Map<String, Value> = ErrorClass::ALL
+                        .iter()
+                        .map(|c| (c.as_str().to_string(), json!(v.errors[*c as usize])))
+                        .collect();
                     json!({
                         "provider": b.config.provider,
                         "model": b.config.model,
@@ -75,7 +83,8 @@ pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
                     })
                 })
                 .collect();
-            let healthy = route.backends.iter().any(|b| b.enabled() && b.health.view(now, &snapshot.policy).circuit.healthy());
+            let healthy =
+                route.backends.iter().any(|b| b.enabled() && b.health.view(now, &snapshot.policy).circuit.healthy());
             json!({
                 "model": route.name,
                 "enabled": route.enabled,
@@ -93,5 +102,8 @@ pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
         .collect();
     let ok = can_serve(snapshot, now);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(status, &json!({ "status": if ok { "ok" } else { "unavailable" }, "providers": providers, "models": models }))
+    json_response(
+        status,
+        &json!({ "status": if ok { "ok" } else { "unavailable" }, "providers": providers, "models": models }),
+    )
 }

@@ -1,6 +1,6 @@
 //! `random`: a uniformly random order of the healthy backends.
 
-use berry_plugin_sdk::strategy::{next_random, Context, Strategy};
+use berry_plugin_sdk::strategy::{Context, Strategy, next_random};
 
 struct Random;
 

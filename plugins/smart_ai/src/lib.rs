@@ -16,7 +16,7 @@
 //! `select` and `weights` (what `/smart-ai/weights` shows) share `effective_weights`.
 
 use berry_plugin_sdk::strategy::{
-    next_random, unit_float, weighted_order, BackendState, BillingMode, Context, Observation, Outcome, Strategy,
+    BackendState, BillingMode, Context, Observation, Outcome, Strategy, next_random, unit_float, weighted_order,
 };
 use serde::Deserialize;
 
@@ -129,7 +129,10 @@ impl Strategy for SmartAi {
         if !(0.0..=1.0).contains(&settings.exploration_ratio) {
             return Err("smart_ai settings: exploration_ratio must be within [0, 1]".into());
         }
-        if !(settings.min_confidence > 0.0 && settings.min_confidence <= settings.initial_confidence && settings.initial_confidence <= 1.0) {
+        if !(settings.min_confidence > 0.0
+            && settings.min_confidence <= settings.initial_confidence
+            && settings.initial_confidence <= 1.0)
+        {
             return Err("smart_ai settings: need 0 < min_confidence <= initial_confidence <= 1".into());
         }
         Ok(SmartAi { settings })

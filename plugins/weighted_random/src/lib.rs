@@ -1,7 +1,7 @@
 //! `weighted_random`: the primary is drawn among healthy backends with probability
 //! proportional to its weight (scaled by its recovery stage); the rest follow by weight.
 
-use berry_plugin_sdk::strategy::{weighted_order, Context, Strategy};
+use berry_plugin_sdk::strategy::{Context, Strategy, weighted_order};
 
 struct WeightedRandom;
 
