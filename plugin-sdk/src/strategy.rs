@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use crate::bindings::strategy::exports::berry::gateway::strategy as wit;
 
 pub use crate::bindings::strategy::berry::gateway::types::{BillingMode, Circuit, ErrorCounts, Outcome};
-pub use wit::{BackendInfo, BackendState, Request, RouteInfo};
+pub use wit::{BackendInfo, BackendState, Explanation, Request, RouteInfo};
 
 /// A backend-selection strategy.
 ///
@@ -30,13 +30,40 @@ pub trait Strategy: Sized + 'static {
         None
     }
 
-    /// The effective weight of each backend, as `select` would use it now.
-    /// The default is the configured weight scaled by the recovery factor, and 0 for
-    /// backends `select` would not consider.
-    fn weights(&self, ctx: &Context) -> Vec<f64> {
+    /// How `select` treats each backend now (weight, probability of being ranked
+    /// first, and the factors of the weight); shown on the gateway's weights endpoint.
+    /// The default fits weighted choice: the configured weight scaled by the recovery
+    /// factor, 0 for backends `select` would not consider, probability ∝ weight.
+    /// Override it when `select` decides otherwise.
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
         let usable = ctx.usable();
-        (0..ctx.len()).map(|i| if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 }).collect()
+        let rows: Vec<(f64, Vec<(String, f64)>)> = (0..ctx.len())
+            .map(|i| {
+                let factors = vec![
+                    ("weight".to_string(), ctx.backend(i).weight),
+                    ("recovery".to_string(), ctx.state(i).recovery_factor),
+                ];
+                let w = if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 };
+                (w, factors)
+            })
+            .collect();
+        explain_weighted(rows, 0.0)
     }
+}
+
+/// Build explanations for weighted choice with `exploration` (a share of requests
+/// spread evenly over the backends with weight > 0): probability of backend i is
+/// `(1 − exploration)·wᵢ/Σw + exploration/n`.
+pub fn explain_weighted(rows: Vec<(f64, Vec<(String, f64)>)>, exploration: f64) -> Vec<Explanation> {
+    let total: f64 = rows.iter().map(|(w, _)| w.max(0.0)).sum();
+    let n = rows.iter().filter(|(w, _)| *w > 0.0).count() as f64;
+    rows.into_iter()
+        .map(|(weight, factors)| {
+            let probability =
+                if weight > 0.0 && total > 0.0 { (1.0 - exploration) * weight / total + exploration / n } else { 0.0 };
+            Explanation { weight, probability, factors }
+        })
+        .collect()
 }
 
 /// Everything a strategy may look at for one request.
@@ -83,6 +110,31 @@ impl Context<'_> {
         let mut all: Vec<u32> = enabled.collect();
         all.sort_by_key(|&i| self.state(i).last_failure_ms);
         all
+    }
+
+    /// [`Context::usable`] split so that recovering backends get their stage's share:
+    /// fully healthy backends are always admitted (first list); a recovering one
+    /// (half-open) is admitted with probability equal to its recovery factor
+    /// (0.1 → 0.3 → 0.5), otherwise it goes to the second list, which a strategy
+    /// appends as the last fallbacks. The draws come from the host's random number,
+    /// so the split is reproducible for a given request.
+    pub fn admitted(&self) -> (Vec<u32>, Vec<u32>) {
+        let usable = self.usable();
+        if !self.any_healthy() {
+            return (usable, Vec::new());
+        }
+        let mut random = self.request.random;
+        let (mut front, mut back) = (Vec::new(), Vec::new());
+        for i in usable {
+            let factor = self.state(i).recovery_factor;
+            if factor >= 1.0 {
+                front.push(i);
+                continue;
+            }
+            random = next_random(random);
+            if unit_float(random) < factor { front.push(i) } else { back.push(i) }
+        }
+        (front, back)
     }
 
     /// Whether any enabled backend is healthy.
@@ -214,8 +266,8 @@ pub fn __observe<T: Strategy>(
 }
 
 #[doc(hidden)]
-pub fn __explain<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<f64> {
-    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.weights(ctx))
+pub fn __explain<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<Explanation> {
+    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.explain(ctx))
 }
 
 /// Export a [`Strategy`] implementation as the plugin's strategy.
@@ -268,7 +320,7 @@ macro_rules! export_strategy {
             fn explain(
                 request: $crate::strategy::Request,
                 states: ::std::vec::Vec<$crate::strategy::BackendState>,
-            ) -> ::std::vec::Vec<f64> {
+            ) -> ::std::vec::Vec<$crate::strategy::Explanation> {
                 $crate::strategy::__explain::<$ty>(request, states)
             }
         }

@@ -6,6 +6,8 @@ mod cli;
 mod e2e;
 mod errors;
 mod harness;
+mod health;
 mod relay;
 mod routing;
 mod sandbox;
+mod smart_ai;

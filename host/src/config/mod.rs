@@ -61,6 +61,10 @@ pub struct Settings {
     pub circuit_breaker_threshold: u32,
     pub circuit_breaker_window: Duration,
     pub circuit_breaker_cooldown: Duration,
+    /// Successes that move a recovering backend to its next stage (10% → 30% → 50% → 100%).
+    pub recovery_successes_per_stage: u32,
+    /// Timeout of one active health probe.
+    pub health_check_timeout: Duration,
     pub max_request_body_bytes: usize,
     pub admin_token: Option<Secret>,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
@@ -80,7 +84,20 @@ pub struct Provider {
     pub timeout: Option<Duration>,
     /// Caps the attempts one request may make on this provider (1 + max_retries).
     pub max_retries: Option<u32>,
+    /// How `per_token` backends of this provider are probed.
+    pub probe: Probe,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The active health probe of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET {base_url}/models`: free at every provider; proves the key and the endpoint.
+    Models,
+    /// A one-token chat completion per backend: proves the model itself answers.
+    Chat,
+    /// Never probed; recovers through real traffic only.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

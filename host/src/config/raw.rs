@@ -37,6 +37,8 @@ pub struct RawSettings {
     pub circuit_breaker_threshold: Option<u32>,
     pub circuit_breaker_window_seconds: Option<f64>,
     pub circuit_breaker_cooldown_seconds: Option<f64>,
+    pub recovery_successes_per_stage: Option<u32>,
+    pub health_check_timeout_seconds: Option<f64>,
     pub max_request_body_bytes: Option<u64>,
     pub admin_token: Option<String>,
     #[serde(default)]
@@ -93,6 +95,7 @@ pub struct RawProvider {
     pub enabled: Option<bool>,
     pub timeout_seconds: Option<f64>,
     pub max_retries: Option<u32>,
+    pub probe: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }

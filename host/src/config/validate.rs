@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
 use super::{
-    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Provider, RateLimit,
+    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Probe, Provider, RateLimit,
     Secret, Settings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
@@ -182,6 +182,18 @@ impl Validator<'_> {
                 raw.circuit_breaker_cooldown_seconds,
                 30.0,
             ),
+            recovery_successes_per_stage: match raw.recovery_successes_per_stage.unwrap_or(3) {
+                0 => {
+                    self.error(&format!("{p}.recovery_successes_per_stage"), "must be at least 1");
+                    1
+                }
+                n => n,
+            },
+            health_check_timeout: self.seconds(
+                &format!("{p}.health_check_timeout_seconds"),
+                raw.health_check_timeout_seconds,
+                5.0,
+            ),
             max_request_body_bytes: max_body as usize,
             admin_token,
             smart_ai_json: serde_json::to_string(&raw.smart_ai).unwrap_or_else(|_| "{}".to_string()),
@@ -229,6 +241,15 @@ impl Validator<'_> {
             }
         }
         let timeout = raw.timeout_seconds.map(|s| self.seconds(&format!("{p}.timeout_seconds"), Some(s), 30.0));
+        let probe = match raw.probe.as_deref().unwrap_or("models") {
+            "models" => Probe::Models,
+            "chat" => Probe::Chat,
+            "none" => Probe::None,
+            other => {
+                self.error(&format!("{p}.probe"), format!("must be \"models\", \"chat\" or \"none\", got {other:?}"));
+                Probe::None
+            }
+        };
         Provider {
             key: key.to_string(),
             name: raw.name.unwrap_or_else(|| key.to_string()),
@@ -238,6 +259,7 @@ impl Validator<'_> {
             enabled,
             timeout,
             max_retries: raw.max_retries,
+            probe,
             headers,
         }
     }

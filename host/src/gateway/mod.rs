@@ -1,6 +1,7 @@
 //! The live gateway: the current [`Snapshot`] behind one atomic pointer, the health
 //! of every backend, and the embedded mock providers the config asked for.
 
+mod probe;
 mod provider;
 mod route;
 mod snapshot;
@@ -34,7 +35,9 @@ impl Gateway {
         let resolved = start_mocks(&mocks, &config).await?;
         // Startup: compiling here, on the runtime thread, delays nothing but startup.
         let snapshot = Self::prepare_in(&config, &health, &resolved, None)?;
-        Ok(Arc::new(Gateway { snapshot: ArcSwap::from_pointee(snapshot), health, mocks }))
+        let gateway = Arc::new(Gateway { snapshot: ArcSwap::from_pointee(snapshot), health, mocks });
+        probe::spawn(Arc::downgrade(&gateway));
+        Ok(gateway)
     }
 
     /// The snapshot to serve one request with.

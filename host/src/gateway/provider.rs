@@ -1,8 +1,10 @@
 //! A provider as the relay uses it: resolved URLs and prepared headers.
 
-use http::{HeaderName, HeaderValue, Uri};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
+use http_body_util::Full;
 
-use crate::config::Provider;
+use crate::config::{Probe, Provider};
 use crate::relay::Endpoint;
 
 pub struct ProviderRuntime {
@@ -13,6 +15,7 @@ pub struct ProviderRuntime {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Option<std::time::Duration>,
     pub max_retries: Option<u32>,
+    pub probe: Probe,
     /// Upstream URL per endpoint, indexed by `Endpoint as usize`.
     urls: Vec<Option<Uri>>,
 }
@@ -38,6 +41,7 @@ impl ProviderRuntime {
             headers: config.headers.clone(),
             timeout: config.timeout,
             max_retries: config.max_retries,
+            probe: config.probe,
             urls,
         })
     }
@@ -51,11 +55,29 @@ impl ProviderRuntime {
             headers: Vec::new(),
             timeout: None,
             max_retries: None,
+            probe: Probe::None,
             urls: Vec::new(),
         }
     }
 
     pub fn url(&self, endpoint: Endpoint) -> Option<&Uri> {
         self.urls.get(endpoint as usize).and_then(Option::as_ref)
+    }
+
+    /// A request to this provider: its key, its configured headers, our user agent.
+    /// The caller's own headers are never copied here.
+    pub fn request(&self, method: Method, endpoint: Endpoint, body: Bytes) -> Option<Request<Full<Bytes>>> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = self.url(endpoint)?.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("berry/", env!("CARGO_PKG_VERSION"))));
+        if let Some(auth) = &self.authorization {
+            headers.insert(header::AUTHORIZATION, auth.clone());
+        }
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        Some(request)
     }
 }

@@ -48,6 +48,7 @@ impl Route {
         self.backends.iter().map(|b| to_wit_state(&b.health, now, policy)).collect()
     }
 
+    /// The request record for one client request; takes the next sequence number.
     pub fn request(&self, stream: bool, user_tags: &[String], now: u64) -> wit::Request {
         wit::Request {
             route: self.strategy_index,
@@ -56,6 +57,19 @@ impl Route {
             now_ms: now,
             stream,
             user_tags: user_tags.to_vec(),
+        }
+    }
+
+    /// A request record for looking, not routing (`explain`): it does not advance
+    /// the sequence.
+    pub fn probe_request(&self, now: u64) -> wit::Request {
+        wit::Request {
+            route: self.strategy_index,
+            sequence: self.sequence.load(Ordering::Relaxed),
+            random: 0,
+            now_ms: now,
+            stream: false,
+            user_tags: Vec::new(),
         }
     }
 

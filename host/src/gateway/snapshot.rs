@@ -15,9 +15,6 @@ use crate::relay::UpstreamClient;
 use super::provider::ProviderRuntime;
 use super::route::{Route, RouteBackend, to_wit_info};
 
-/// Successes per recovery stage (10% → 30% → 50% → 100%).
-const SUCCESSES_PER_STAGE: u32 = 3;
-
 pub struct Snapshot {
     pub config: Arc<Config>,
     /// Enabled and disabled routes, by the model name clients send.
@@ -123,7 +120,7 @@ impl Snapshot {
             threshold: settings.circuit_breaker_threshold,
             window: settings.circuit_breaker_window,
             cooldown: settings.circuit_breaker_cooldown,
-            successes_per_stage: SUCCESSES_PER_STAGE,
+            successes_per_stage: settings.recovery_successes_per_stage,
         };
         Ok(Snapshot {
             routes,

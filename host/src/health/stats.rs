@@ -166,6 +166,10 @@ impl BackendHealth {
     }
 
     fn update_latency(&self, sample: f64) {
+        // Probes pass NaN: they count as successes but say nothing about latency.
+        if !sample.is_finite() {
+            return;
+        }
         // A lost race between two concurrent updates drops one sample: harmless
         // for a moving average, and cheaper than a CAS loop.
         let old = self.latency_ewma.load(Ordering::Relaxed);

@@ -17,7 +17,7 @@ use super::{Limits, PluginError};
 pub mod wit {
     pub use crate::plugin::bindings::strategy::berry::gateway::types::{BillingMode, Circuit, ErrorCounts, Outcome};
     pub use crate::plugin::bindings::strategy::exports::berry::gateway::strategy::{
-        BackendInfo, BackendState, Request, RouteInfo,
+        BackendInfo, BackendState, Explanation, Request, RouteInfo,
     };
 }
 
@@ -89,7 +89,11 @@ impl StrategyPlugin {
         })
     }
 
-    pub fn explain(&self, request: &wit::Request, states: &[wit::BackendState]) -> Result<Vec<f64>, PluginError> {
+    pub fn explain(
+        &self,
+        request: &wit::Request,
+        states: &[wit::BackendState],
+    ) -> Result<Vec<wit::Explanation>, PluginError> {
         self.0.call(|store, b| b.berry_gateway_strategy().call_explain(store, request, states))
     }
 }

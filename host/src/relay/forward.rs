@@ -19,6 +19,7 @@ use super::body::RequestBody;
 use super::stream::{Finish, relay_stream};
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
+
 use crate::health::{ErrorClass, Outcome, now_ms};
 use crate::server::body::{BerryBody, full};
 
@@ -96,12 +97,12 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         if !provider_has_budget(&mut per_provider, backend) {
             continue;
         }
-        let Some(url) = backend.provider.url(req.endpoint) else { continue };
+        let upstream_body = body.for_upstream(&backend.config.model);
+        let Some(upstream) = backend.provider.request(Method::POST, req.endpoint, upstream_body) else { continue };
+        let upstream = with_json_headers(upstream, req.request_id, body.stream);
         attempts += 1;
         any_healthy_tried |= states.get(index as usize).is_some_and(|s| s.healthy);
         last_backend = Some(backend.label());
-        let upstream =
-            build_request(url, backend, body.for_upstream(&backend.config.model), req.request_id, body.stream);
         let in_flight = backend.health.start();
         let started = Instant::now();
         let attempt = if body.stream {
@@ -156,30 +157,18 @@ fn provider_has_budget<'a>(used: &mut Vec<(&'a str, u32)>, backend: &'a RouteBac
     }
 }
 
-fn build_request(
-    url: &http::Uri,
-    backend: &RouteBackend,
-    body: Bytes,
+fn with_json_headers(
+    mut request: Request<Full<Bytes>>,
     request_id: &HeaderValue,
     stream: bool,
 ) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = url.clone();
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         header::ACCEPT,
         HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
     );
-    headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("berry/", env!("CARGO_PKG_VERSION"))));
     headers.insert("x-request-id", request_id.clone());
-    if let Some(auth) = &backend.provider.authorization {
-        headers.insert(header::AUTHORIZATION, auth.clone());
-    }
-    for (name, value) in &backend.provider.headers {
-        headers.insert(name.clone(), value.clone());
-    }
     request
 }
 
@@ -275,7 +264,7 @@ fn stream_response(upstream: &http::response::Parts, body: BerryBody) -> Respons
     response
 }
 
-fn classify_transport(e: hyper_util::client::legacy::Error) -> (ErrorClass, String) {
+pub(crate) fn classify_transport(e: hyper_util::client::legacy::Error) -> (ErrorClass, String) {
     let timed_out = std::error::Error::source(&e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);

@@ -8,6 +8,7 @@ mod stream;
 
 pub use body::RequestBody;
 pub use client::UpstreamClient;
+pub(crate) use forward::classify_transport;
 pub use forward::{ForwardRequest, Forwarded, forward};
 
 /// The OpenAI endpoints Berry routes, each relayed to the same path under the

@@ -1,5 +1,6 @@
 //! The HTTP front door: accept loop, per-connection hyper service, graceful drain.
 
+mod admin;
 mod auth;
 pub mod body;
 mod chat;

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::body::BerryBody;
 use super::context::{RequestLog, request_id};
-use super::{chat, info};
+use super::{admin, chat, info};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
@@ -44,6 +44,20 @@ async fn dispatch(
             return Err(GatewayError::method_not_allowed());
         }
         return chat::relay(snapshot, request, endpoint, log).await;
+    }
+    let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/smart-ai/") {
+        if method != Method::GET {
+            return Err(GatewayError::method_not_allowed());
+        }
+        let model = match rest {
+            "weights" => None,
+            _ => match rest.strip_prefix("models/").and_then(|r| r.strip_suffix("/weights")) {
+                Some(model) if !model.is_empty() => Some(model),
+                _ => return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+            },
+        };
+        return admin::weights(snapshot, request.headers(), model);
     }
     match (request.uri().path(), method) {
         ("/v1/models" | "/models", Method::GET) => info::models(snapshot, request.headers(), log),

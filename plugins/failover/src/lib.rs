@@ -11,16 +11,19 @@ impl Strategy for Failover {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let mut usable = ctx.usable();
+        let (mut order, mut later) = ctx.admitted();
         if !ctx.any_healthy() {
-            return usable;
+            return order;
         }
         // `sort_by` is stable: equal priority and weight keep configuration order.
-        usable.sort_by(|&a, &b| {
+        let by_priority = |&a: &u32, &b: &u32| {
             let (x, y) = (ctx.backend(a), ctx.backend(b));
             x.priority.cmp(&y.priority).then(y.weight.total_cmp(&x.weight))
-        });
-        usable
+        };
+        order.sort_by(by_priority);
+        later.sort_by(by_priority);
+        order.extend(later);
+        order
     }
 }
 

@@ -11,9 +11,9 @@ impl Strategy for LeastLatency {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let mut usable = ctx.usable();
+        let (mut order, mut later) = ctx.admitted();
         if !ctx.any_healthy() {
-            return usable;
+            return order;
         }
         // Unmeasured, never-failed backends sort as latency -1 (first); unmeasured
         // failing ones as +inf (last), so a dead new backend is not tried first forever.
@@ -25,8 +25,10 @@ impl Strategy for LeastLatency {
                 None => f64::INFINITY,
             }
         };
-        usable.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
-        usable
+        order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        later.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        order.extend(later);
+        order
     }
 }
 

@@ -10,18 +10,20 @@ impl Strategy for Random {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let mut usable = ctx.usable();
+        let (mut order, later) = ctx.admitted();
         if !ctx.any_healthy() {
-            return usable;
+            return order;
         }
-        // Fisher–Yates, fed by a splitmix stream seeded with the host's random number.
-        let mut random = ctx.request.random;
-        for i in (1..usable.len()).rev() {
+        // Fisher–Yates, fed by a splitmix stream seeded with the host's random number
+        // (offset, so it is independent of the draws `admitted` made).
+        let mut random = ctx.request.random ^ 0x5DEE_CE66_D1CE_4E5B;
+        for i in (1..order.len()).rev() {
             random = next_random(random);
             let j = (random % (i as u64 + 1)) as usize;
-            usable.swap(i, j);
+            order.swap(i, j);
         }
-        usable
+        order.extend(later);
+        order
     }
 }
 

@@ -11,13 +11,13 @@ impl Strategy for RoundRobin {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let mut usable = ctx.usable();
-        if !ctx.any_healthy() || usable.is_empty() {
-            return usable;
+        let (mut order, later) = ctx.admitted();
+        if ctx.any_healthy() && !order.is_empty() {
+            let start = (ctx.request.sequence % order.len() as u64) as usize;
+            order.rotate_left(start);
         }
-        let start = (ctx.request.sequence % usable.len() as u64) as usize;
-        usable.rotate_left(start);
-        usable
+        order.extend(later);
+        order
     }
 }
 

@@ -13,10 +13,11 @@
 //! backends stay candidates at 10% weight: they are never probed, so real traffic is
 //! the only way to see them recover.
 //!
-//! `select` and `weights` (what `/smart-ai/weights` shows) share `effective_weights`.
+//! `select` and `explain` (what `/smart-ai/weights` shows) share `effective_weights`.
 
 use berry_plugin_sdk::strategy::{
-    BackendState, BillingMode, Context, Observation, Outcome, Strategy, next_random, unit_float, weighted_order,
+    BackendState, BillingMode, Context, Explanation, Observation, Outcome, Strategy, explain_weighted, next_random,
+    unit_float, weighted_order,
 };
 use serde::Deserialize;
 
@@ -96,11 +97,11 @@ impl SmartAi {
         s.initial_confidence + (score - s.initial_confidence) * keep
     }
 
-    /// Candidates and their effective weights (indexed by backend; 0 for non-candidates).
-    fn effective_weights(&self, ctx: &Context) -> (Vec<u32>, Vec<f64>) {
-        let mut weights = vec![0.0; ctx.len() as usize];
-        let any_healthy = ctx.any_healthy();
-        let candidates: Vec<u32> = if any_healthy {
+    /// Candidates, and per backend its effective weight with the factors it is the
+    /// product of (weight 0 and no factors for non-candidates).
+    fn effective_weights(&self, ctx: &Context) -> (Vec<u32>, Vec<(f64, Vec<(String, f64)>)>) {
+        let mut rows: Vec<(f64, Vec<(String, f64)>)> = vec![(0.0, Vec::new()); ctx.len() as usize];
+        let candidates: Vec<u32> = if ctx.any_healthy() {
             (0..ctx.len())
                 .filter(|&i| {
                     let (b, st) = (ctx.backend(i), ctx.state(i));
@@ -117,9 +118,17 @@ impl SmartAi {
             let premium = backend.tags.iter().any(|t| t == "premium");
             let stability = if !premium && c > 0.9 { self.settings.non_premium_stability_bonus } else { 1.0 };
             let recovery = if state.healthy { state.recovery_factor } else { UNHEALTHY_PER_REQUEST_FACTOR };
-            weights[i as usize] = backend.weight * confidence_factor * stability * recovery;
+            let weight = backend.weight * confidence_factor * stability * recovery;
+            let factors = vec![
+                ("weight".to_string(), backend.weight),
+                ("confidence".to_string(), c),
+                ("confidence_factor".to_string(), confidence_factor),
+                ("stability_bonus".to_string(), stability),
+                ("recovery_factor".to_string(), recovery),
+            ];
+            rows[i as usize] = (weight, factors);
         }
-        (candidates, weights)
+        (candidates, rows)
     }
 }
 
@@ -139,7 +148,8 @@ impl Strategy for SmartAi {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let (candidates, weights) = self.effective_weights(ctx);
+        let (candidates, rows) = self.effective_weights(ctx);
+        let weights: Vec<f64> = rows.iter().map(|(w, _)| *w).collect();
         if !ctx.any_healthy() {
             return candidates;
         }
@@ -172,8 +182,21 @@ impl Strategy for SmartAi {
         Some((current + delta).clamp(self.settings.min_confidence, 1.0))
     }
 
-    fn weights(&self, ctx: &Context) -> Vec<f64> {
-        self.effective_weights(ctx).1
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        let (candidates, rows) = self.effective_weights(ctx);
+        if !ctx.any_healthy() {
+            // `select` returns the least-recently-failed order as is: the first wins.
+            return rows
+                .into_iter()
+                .enumerate()
+                .map(|(i, (weight, factors))| {
+                    let probability = if candidates.first() == Some(&(i as u32)) { 1.0 } else { 0.0 };
+                    Explanation { weight, probability, factors }
+                })
+                .collect();
+        }
+        let exploration = if candidates.len() > 1 { self.settings.exploration_ratio } else { 0.0 };
+        explain_weighted(rows, exploration)
     }
 }
 
