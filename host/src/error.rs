@@ -65,6 +65,11 @@ impl GatewayError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", code, message, ErrorSource::Downstream)
     }
 
+    /// A well-formed request the gateway refuses to apply (a broken plugin or config).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", code, message, ErrorSource::Downstream)
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -21,5 +21,6 @@ pub mod health;
 pub mod mock;
 pub mod plugin;
 pub mod relay;
+pub mod scaffold;
 pub mod server;
 pub mod telemetry;

@@ -30,6 +30,26 @@ enum Command {
     CheckConfig { path: PathBuf },
     /// Run the mock OpenAI-compatible provider on its own.
     MockProvider(MockArgs),
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate that builds as-is (`cargo build --release` → .wasm).
+    New {
+        /// Crate name: lowercase letters, digits and _.
+        name: String,
+        #[arg(long, value_parser = ["strategy", "auth"])]
+        kind: String,
+        /// Where to create it [default: ./<name>]
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Path to berry-plugin-sdk [default: the one this binary was built with]
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -66,6 +86,7 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     berry::telemetry::init();
+    berry::plugin::set_cache_dir(cache_dir());
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -76,6 +97,9 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::CheckConfig { path }) => runtime.block_on(check_config(path)),
         Some(Command::MockProvider(args)) => runtime.block_on(mock_provider(args)),
+        Some(Command::Plugin(PluginCommand::New { name, kind, dir, sdk_path })) => {
+            plugin_new(&name, &kind, dir, sdk_path)
+        }
     }
 }
 
@@ -83,6 +107,19 @@ fn main() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("berry: {message}");
     ExitCode::FAILURE
+}
+
+/// Where compiled plugins are cached between runs: `$BERRY_CACHE_DIR`, else the XDG
+/// cache folder; empty `BERRY_CACHE_DIR` turns the disk cache off.
+fn cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("BERRY_CACHE_DIR") {
+        Some(dir) if dir.is_empty() => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|base| base.join("berry").join("plugins")),
+    }
 }
 
 fn config_path(args: &ServeArgs) -> PathBuf {
@@ -111,11 +148,30 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
     };
+    gateway.watch_files();
+    reload_on_sighup(gateway.clone());
     let addr = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
     tracing::info!(config = %path.display(), "berry listening on http://{addr}");
     berry::server::serve(listener, gateway, shutdown_signal()).await;
     tracing::info!("berry stopped");
     ExitCode::SUCCESS
+}
+
+/// `SIGHUP` reloads the config file (prepare → swap; a bad file changes nothing).
+fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload with POST /admin/reload");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            if let Err(e) = gateway.reload_from_disk().await {
+                tracing::error!("{e}");
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -147,6 +203,22 @@ async fn check_config(path: PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("{} is invalid:\n{e}", path.display())),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "CLI output")]
+fn plugin_new(name: &str, kind: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> ExitCode {
+    let kind = if kind == "auth" { berry::config::PluginKind::Auth } else { berry::config::PluginKind::Strategy };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    match berry::scaffold::new_plugin(name, kind, &dir, sdk_path.as_deref()) {
+        Ok(files) => {
+            for f in files {
+                println!("created {}", f.display());
+            }
+            println!("\nnext: cd {} && cargo build --release", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

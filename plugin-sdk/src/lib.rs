@@ -35,9 +35,18 @@ extern crate self as berry_plugin_sdk;
 pub mod auth;
 pub mod strategy;
 
+/// The version of the WIT contract (`berry:gateway@…`) this SDK implements, as the
+/// bytes stamped into every plugin (see `__stamp_version!`).
+#[doc(hidden)]
+pub const __VERSION_STAMP: [u8; 5] = *b"0.1.0";
+
 /// The version of the WIT contract (`berry:gateway@…`) this SDK implements.
 /// The host refuses plugins built against an incompatible version.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = match std::str::from_utf8(&__VERSION_STAMP) {
+    Ok(v) => v,
+    #[allow(clippy::panic, reason = "evaluated at compile time: a bad stamp fails the build")]
+    Err(_) => panic!("the version stamp is not UTF-8"),
+};
 
 /// Logging into the gateway's own log, tagged with the plugin's name.
 pub mod log {
@@ -109,6 +118,6 @@ macro_rules! __stamp_version {
         #[unsafe(link_section = "berry:sdk-version")]
         #[used]
         #[doc(hidden)]
-        static __BERRY_SDK_VERSION: [u8; 5] = *b"0.1.0";
+        static __BERRY_SDK_VERSION: [u8; 5] = $crate::__VERSION_STAMP;
     };
 }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
+
+pub use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berry::config;
@@ -29,6 +31,20 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(toml: &str) -> TestGateway {
+        let config = config::parse(toml, &|name| std::env::var(name).ok())
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        Self::start_config(config).await
+    }
+
+    /// Serve a config file, with the file watcher on (as `berry serve` does).
+    pub async fn start_file(path: &Path) -> TestGateway {
+        let config = config::Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let gw = Self::start_config(config).await;
+        gw.gateway.watch_files();
+        gw
+    }
+
+    async fn start_config(config: config::Config) -> TestGateway {
         // Logs go to the test's captured output (shown for failing tests).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -36,8 +52,6 @@ impl TestGateway {
                 tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "berry=debug".into()),
             )
             .try_init();
-        let config = config::parse(toml, &|name| std::env::var(name).ok())
-            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let gateway = Gateway::start(config).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         let server = Server::start(gateway.clone(), "127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", server.addr());
@@ -54,6 +68,17 @@ impl TestGateway {
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         send(Method::GET, &self.url(path), token, None).await
+    }
+
+    /// An admin request with a raw body (plugin uploads).
+    pub async fn admin(&self, method: Method, path: &str, token: &str, body: Vec<u8>) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        send_request(request).await
     }
 }
 
@@ -236,21 +261,45 @@ pub async fn stream(url: &str, token: &str, body: &Value) -> StreamReply {
 
 /// The misbehaving test plugins (tests/plugins), built once per test run from source.
 pub fn test_plugin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = root.join("target").join("test-plugins");
-        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
-            .current_dir(root.join("tests").join("plugins"))
-            .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("run cargo for the test plugins");
-        assert!(status.success(), "building tests/plugins failed");
-        target.join("wasm32-wasip2").join("release")
-    });
-    dir.join(format!("{name}.wasm"))
+    built_workspace("tests/plugins").join(format!("{name}.wasm"))
+}
+
+/// The example plugins (examples/), built once per test run from source.
+pub fn example_plugin(name: &str) -> PathBuf {
+    built_workspace("examples").join(format!("{name}.wasm"))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Build a wasm plugin workspace of the repository (once per test run), in its own
+/// target folder; returns the folder holding its .wasm files.
+fn built_workspace(workspace: &'static str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, dir)) = built.iter().find(|(w, _)| *w == workspace) {
+        return dir.clone();
+    }
+    let target = repo_root().join("target").join(format!("wasm-{}", workspace.replace('/', "-")));
+    build_wasm_crate(&repo_root().join(workspace), &target, true);
+    let dir = target.join("wasm32-wasip2").join("release");
+    built.push((workspace, dir.clone()));
+    dir
+}
+
+/// `cargo build --release --target wasm32-wasip2` of the crate or workspace in `dir`.
+pub fn build_wasm_crate(dir: &std::path::Path, target: &std::path::Path, locked: bool) {
+    let mut cmd = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    cmd.current_dir(dir).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(target);
+    if locked {
+        cmd.arg("--locked");
+    }
+    let status = cmd
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("run cargo for wasm plugins");
+    assert!(status.success(), "building {} failed", dir.display());
 }

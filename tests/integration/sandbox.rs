@@ -77,5 +77,5 @@ async fn a_file_that_is_not_a_component_is_rejected_at_load() {
     toml.push_str(&format!("\n[plugins.junk]\npath = {:?}\nkind = \"strategy\"\n", path.display().to_string()));
     let config = berry::config::parse(&toml, &|_| None).expect("config parses");
     let err = berry::gateway::Gateway::start(config).await.err().expect("must be rejected");
-    assert!(err.contains("junk") && err.contains("not a valid component"), "{err}");
+    assert!(err.contains("junk") && err.contains("not a WebAssembly component"), "{err}");
 }

@@ -4,12 +4,13 @@
 use berry::plugin::strategy::wit::{
     BackendInfo, BackendState, BillingMode, Circuit, ErrorCounts, Outcome, Request, RouteInfo,
 };
-use berry::plugin::{Limits, StrategyPlugin, compile, stock};
+use berry::plugin::{Limits, StrategyPlugin, Versions, compile, stock};
 
 const NOW: u64 = 1_800_000_000_000;
 
 fn plugin(settings: &str, tags: &[&[&str]]) -> StrategyPlugin {
-    let compiled = compile("smart_ai", "stock", stock::bytes("smart_ai").expect("embedded")).expect("compiles");
+    let compiled = compile("smart_ai", "stock", stock::bytes("smart_ai").expect("embedded"), &Versions::default())
+        .expect("compiles");
     let backends = tags
         .iter()
         .enumerate()
@@ -135,7 +136,8 @@ fn effective_weight_is_the_product_of_its_factors() {
 
 #[test]
 fn an_unhealthy_per_request_backend_keeps_a_tenth_of_its_weight() {
-    let compiled = compile("smart_ai", "stock", stock::bytes("smart_ai").expect("embedded")).expect("compiles");
+    let compiled = compile("smart_ai", "stock", stock::bytes("smart_ai").expect("embedded"), &Versions::default())
+        .expect("compiles");
     let backend = |billing| BackendInfo {
         provider: "p".into(),
         model: "m".into(),

@@ -155,6 +155,8 @@ pub struct RawPlugin {
     pub fuel: Option<u64>,
     pub memory_mb: Option<u32>,
     pub timeout_ms: Option<u64>,
+    pub quarantine_after: Option<u32>,
+    pub quarantine_seconds: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -282,6 +282,12 @@ impl Validator<'_> {
             fuel: raw.fuel.unwrap_or(defaults.fuel),
             memory_bytes: raw.memory_mb.map_or(defaults.memory_bytes, |mb| mb as usize * 1024 * 1024),
             deadline: raw.timeout_ms.map_or(defaults.deadline, Duration::from_millis),
+            quarantine_after: raw.quarantine_after.unwrap_or(defaults.quarantine_after).max(1),
+            quarantine: self.seconds(
+                &format!("{p}.quarantine_seconds"),
+                raw.quarantine_seconds,
+                defaults.quarantine.as_secs_f64(),
+            ),
         };
         if limits.memory_bytes == 0 || limits.memory_bytes > Limits::MAX_MEMORY_BYTES {
             self.error(&format!("{p}.memory_mb"), format!("must be between 1 and {}", Limits::MAX_MEMORY_BYTES >> 20));

@@ -5,15 +5,18 @@ mod probe;
 mod provider;
 mod route;
 mod snapshot;
+mod watch;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
 pub use route::{Route, RouteBackend, to_wit_state};
-pub use snapshot::Snapshot;
+pub use snapshot::{Plugins, Snapshot};
 
 use crate::config::Config;
 use crate::health::HealthRegistry;
@@ -24,6 +27,16 @@ pub struct Gateway {
     pub health: HealthRegistry,
     /// Embedded mock providers by their `mock://` URL; reused across reloads.
     mocks: Mutex<HashMap<String, MockServer>>,
+    /// The config file, for reloads (`SIGHUP`, `POST /admin/reload`, file changes).
+    config_path: Mutex<Option<PathBuf>>,
+    /// Plugin versions uploaded with `PUT /admin/plugins/{name}`, by plugin name.
+    uploaded: Mutex<HashMap<String, Arc<[u8]>>>,
+    /// One reload at a time: each prepares from the state the previous one published.
+    reloading: tokio::sync::Mutex<()>,
+    /// Snapshots published since start (config reloads and plugin swaps).
+    pub swaps: AtomicU64,
+    /// Call counters per plugin version, kept across snapshots.
+    versions: crate::plugin::Versions,
 }
 
 impl Gateway {
@@ -34,8 +47,19 @@ impl Gateway {
         let mocks = Mutex::new(HashMap::new());
         let resolved = start_mocks(&mocks, &config).await?;
         // Startup: compiling here, on the runtime thread, delays nothing but startup.
-        let snapshot = Self::prepare_in(&config, &health, &resolved, None)?;
-        let gateway = Arc::new(Gateway { snapshot: ArcSwap::from_pointee(snapshot), health, mocks });
+        let versions = crate::plugin::Versions::default();
+        let plugins = Plugins { uploaded: &HashMap::new(), versions: &versions };
+        let snapshot = Self::prepare_in(&config, &health, &resolved, &plugins, None)?;
+        let gateway = Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            health,
+            mocks,
+            config_path: Mutex::new(config.source.clone()),
+            uploaded: Mutex::new(HashMap::new()),
+            reloading: tokio::sync::Mutex::new(()),
+            swaps: AtomicU64::new(0),
+            versions,
+        });
         probe::spawn(Arc::downgrade(&gateway));
         Ok(gateway)
     }
@@ -48,14 +72,75 @@ impl Gateway {
     /// Prepare a snapshot for `config` off the request path, then swap it in.
     /// On error the running snapshot keeps serving.
     pub async fn reload(self: &Arc<Self>, config: Config) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        self.rebuild(config).await
+    }
+
+    /// Reload the config file the gateway was started with.
+    pub async fn reload_from_disk(self: &Arc<Self>) -> Result<(), String> {
+        let path = lock(&self.config_path).clone().ok_or("the gateway was not started from a config file")?;
+        let config = Config::load(&path)
+            .map_err(|e| format!("{} is invalid, keeping the running config:\n{e}", path.display()))?;
+        self.reload(config).await
+    }
+
+    /// Swap in a new version of plugin `name` (uploaded bytes), for every model
+    /// that uses it. A version that fails to load leaves the running one in place.
+    pub async fn swap_plugin(self: &Arc<Self>, name: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let config = (*self.snapshot().config).clone();
+        let known = config.plugins.contains_key(name)
+            || crate::plugin::STOCK_STRATEGIES.contains(&name)
+            || crate::plugin::STOCK_AUTH.contains(&name);
+        if !known {
+            return Err(format!("no plugin named {name:?}: name a stock plugin or a [plugins.X] entry"));
+        }
+        let previous = lock(&self.uploaded).insert(name.to_string(), bytes.into());
+        let result = self.rebuild(config).await;
+        if result.is_err() {
+            let mut uploaded = lock(&self.uploaded);
+            match previous {
+                Some(p) => uploaded.insert(name.to_string(), p),
+                None => uploaded.remove(name),
+            };
+        }
+        result
+    }
+
+    /// Forget an uploaded version: the plugin's file (or stock build) serves again.
+    pub async fn revert_plugin(self: &Arc<Self>, name: &str) -> Result<bool, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let Some(previous) = lock(&self.uploaded).remove(name) else { return Ok(false) };
+        let result = self.rebuild((*self.snapshot().config).clone()).await;
+        if result.is_err() {
+            lock(&self.uploaded).insert(name.to_string(), previous);
+        }
+        result.map(|()| true)
+    }
+
+    /// Names of plugins currently served from an upload.
+    pub fn uploaded_plugins(&self) -> Vec<String> {
+        lock(&self.uploaded).keys().cloned().collect()
+    }
+
+    /// Prepare (fallible, off the request path) then swap (one atomic store).
+    /// Callers hold `reloading`.
+    async fn rebuild(self: &Arc<Self>, config: Config) -> Result<(), String> {
         let mocks = start_mocks(&self.mocks, &config).await?;
         let this = self.clone();
+        let uploaded = lock(&self.uploaded).clone();
         let previous = self.snapshot();
-        let snapshot =
-            tokio::task::spawn_blocking(move || Self::prepare_in(&config, &this.health, &mocks, Some(&previous)))
-                .await
-                .map_err(|e| format!("preparing the new configuration panicked: {e}"))??;
+        let started = std::time::Instant::now();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let plugins = Plugins { uploaded: &uploaded, versions: &this.versions };
+            Self::prepare_in(&config, &this.health, &mocks, &plugins, Some(&previous))
+        })
+        .await
+        .map_err(|e| format!("preparing the new configuration panicked: {e}"))?
+        .inspect_err(|e| tracing::error!("reload rejected, the running configuration keeps serving: {e}"))?;
         self.snapshot.store(Arc::new(snapshot));
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(prepare_ms = started.elapsed().as_millis() as u64, "new configuration in service");
         Ok(())
     }
 
@@ -63,10 +148,16 @@ impl Gateway {
         config: &Config,
         health: &HealthRegistry,
         mocks: &HashMap<String, String>,
+        plugins: &Plugins,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let base_url = |url: &str| mocks.get(url).cloned().unwrap_or_else(|| url.to_string());
-        Snapshot::build(config.clone(), health, &base_url, previous)
+        Snapshot::build(config.clone(), health, &base_url, plugins, previous)
+    }
+
+    /// Watch the config file and every plugin file; reload when one changes.
+    pub fn watch_files(self: &Arc<Self>) {
+        watch::spawn(Arc::downgrade(self));
     }
 
     /// The base URL of the embedded mock started for `mock_url`, if any (tests use

@@ -150,6 +150,7 @@ impl Route {
         match self.strategy.observe(request, index, wit_outcome, latency_ms, &before) {
             Ok(Some(score)) => backend.health.set_score(score, now),
             Ok(None) => {}
+            Err(crate::plugin::PluginError::Quarantined { .. }) => {}
             Err(e) => tracing::warn!(plugin = &**self.strategy.name(), "observe failed: {e}"),
         }
     }

@@ -9,11 +9,18 @@ use crate::config::{Config, PluginKind};
 use crate::health::{CircuitPolicy, HealthRegistry};
 use crate::plugin::auth::wit as auth_wit;
 use crate::plugin::strategy::wit as strategy_wit;
-use crate::plugin::{AuthPlugin, CompiledPlugin, Limits, StrategyPlugin, compile, stock};
+use crate::plugin::{AuthPlugin, CompiledPlugin, Limits, StrategyPlugin, Versions, compile, stock};
 use crate::relay::UpstreamClient;
 
 use super::provider::ProviderRuntime;
 use super::route::{Route, RouteBackend, to_wit_info};
+
+/// Where plugin bytes and per-version stats come from when building a snapshot.
+pub struct Plugins<'a> {
+    /// Versions uploaded through the admin API, by plugin name.
+    pub uploaded: &'a HashMap<String, Arc<[u8]>>,
+    pub versions: &'a Versions,
+}
 
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -35,6 +42,7 @@ impl Snapshot {
         config: Config,
         health: &HealthRegistry,
         base_url: &dyn Fn(&str) -> String,
+        plugins: &Plugins,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let settings = &config.settings;
@@ -65,7 +73,7 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy)?;
+            let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy, plugins)?;
             let plugin = StrategyPlugin::prepare(compiled, limits, plugin_config, routes).map_err(|e| e.to_string())?;
             strategies.insert(name.clone(), Arc::new(plugin));
         }
@@ -108,7 +116,7 @@ impl Snapshot {
         route_order.sort_by_key(|(i, _)| *i);
 
         let users = config.users.iter().map(to_wit_user).collect();
-        let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth)?;
+        let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, plugins)?;
         let auth = AuthPlugin::prepare(compiled, limits, auth_config, users).map_err(|e| e.to_string())?;
 
         let client = match previous {
@@ -135,19 +143,35 @@ impl Snapshot {
 }
 
 /// The compiled plugin, its limits and its configuration JSON, for a stock plugin
-/// name or a `[plugins.X]` entry.
-fn load_plugin(config: &Config, name: &str, kind: PluginKind) -> Result<(CompiledPlugin, Limits, String), String> {
+/// name or a `[plugins.X]` entry. An uploaded version (`PUT /admin/plugins/X`)
+/// takes the place of the file or the embedded stock bytes.
+fn load_plugin(
+    config: &Config,
+    name: &str,
+    kind: PluginKind,
+    plugins: &Plugins,
+) -> Result<(CompiledPlugin, Limits, String), String> {
+    let upload = plugins.uploaded.get(name);
+    let versions = plugins.versions;
     if let Some(spec) = config.plugins.get(name) {
         if spec.kind != kind {
             return Err(format!("plugins.{name}: is a {:?} plugin, used as {kind:?}", spec.kind));
         }
-        let bytes = std::fs::read(&spec.path)
-            .map_err(|e| format!("plugins.{name}.path: cannot read {}: {e}", spec.path.display()))?;
-        let compiled = compile(name, &spec.path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
-        return Ok((compiled, spec.limits, spec.config_json.clone()));
+        let compiled = match upload {
+            Some(bytes) => compile(name, "upload", bytes, versions),
+            None => {
+                let bytes = std::fs::read(&spec.path)
+                    .map_err(|e| format!("plugins.{name}.path: cannot read {}: {e}", spec.path.display()))?;
+                compile(name, &spec.path.display().to_string(), &bytes, versions)
+            }
+        };
+        return Ok((compiled.map_err(|e| e.to_string())?, spec.limits, spec.config_json.clone()));
     }
-    let bytes = stock::bytes(name).ok_or_else(|| format!("unknown plugin {name:?}"))?;
-    let compiled = compile(name, "stock", bytes).map_err(|e| e.to_string())?;
+    let compiled = match upload {
+        Some(bytes) => compile(name, "upload", bytes, versions),
+        None => compile(name, "stock", stock::bytes(name).ok_or_else(|| format!("unknown plugin {name:?}"))?, versions),
+    }
+    .map_err(|e| e.to_string())?;
     let plugin_config = match (kind, name) {
         (PluginKind::Strategy, "smart_ai") => config.settings.smart_ai_json.clone(),
         (PluginKind::Auth, _) => config.auth.config_json.clone(),

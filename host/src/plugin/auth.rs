@@ -72,6 +72,6 @@ impl AuthPlugin {
     }
 
     pub fn authorize(&self, request: &wit::AuthRequest) -> Result<Result<wit::Principal, wit::Denial>, PluginError> {
-        self.0.call(|store, b| b.berry_gateway_auth().call_authorize(store, request))
+        self.0.call(true, |store, b| b.berry_gateway_auth().call_authorize(store, request))
     }
 }

@@ -5,15 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use super::PluginError;
 use super::bindings::{auth as auth_world, strategy as strategy_world};
+use super::pool::CallStats;
 use super::sandbox::HostState;
+use super::{PluginError, cache, version};
 
 /// How often the epoch advances. Deadlines are whole ticks, so this is their resolution.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -26,6 +27,16 @@ pub struct PluginEngine {
     /// the same plugin never compiles twice in one process.
     compiled: Mutex<HashMap<[u8; 32], Component>>,
 }
+
+/// Call counters and first-load time per plugin version (name, hash), kept by a
+/// gateway across its snapshots, so a reload does not reset them.
+#[derive(Default)]
+pub struct Versions {
+    versions: Mutex<HashMap<VersionKey, (Arc<CallStats>, SystemTime)>>,
+}
+
+/// A plugin version: its name and the SHA-256 of its bytes.
+type VersionKey = (String, [u8; 32]);
 
 static ENGINE: OnceLock<Result<PluginEngine, String>> = OnceLock::new();
 
@@ -109,27 +120,59 @@ pub struct CompiledPlugin {
     pub component: Component,
     /// SHA-256 of the component bytes, lowercase hex.
     pub hash: Arc<str>,
-    /// Where it came from: "stock" or a file path.
+    /// Where it came from: "stock", "upload", or a file path.
     pub source: Arc<str>,
+    /// The WIT version stamped by the SDK, if any.
+    pub sdk_version: Option<Arc<str>>,
+    /// When this version (name + hash) was first loaded by this process.
+    pub loaded_at: SystemTime,
+    pub stats: Arc<CallStats>,
 }
 
-/// Compile (or take from the cache) a component.
-pub fn compile(name: &str, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+/// Check the version stamp, then compile (or take from the memory or disk cache).
+pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> Result<CompiledPlugin, PluginError> {
     let pe = engine()?;
+    let sdk_version = version::check(name, bytes)?;
     let digest: [u8; 32] = Sha256::digest(bytes).into();
     let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let cached = pe.compiled.lock().map_err(|_| load_err(name, "compile cache poisoned"))?.get(&digest).cloned();
+    let cached = lock(&pe.compiled).get(&digest).cloned();
     let component = match cached {
         Some(c) => c,
         None => {
             // Compiling happens outside the lock: a slow compile must not stall others.
-            let c = Component::new(&pe.engine, bytes)
-                .map_err(|e| load_err(name, format!("not a valid component: {e:#}")))?;
-            pe.compiled.lock().map_err(|_| load_err(name, "compile cache poisoned"))?.insert(digest, c.clone());
+            let c = match cache::load(&pe.engine, &hash) {
+                Some(c) => c,
+                None => {
+                    let c = Component::new(&pe.engine, bytes)
+                        .map_err(|e| load_err(name, format!("not a valid component: {e:#}")))?;
+                    cache::store(&pe.engine, &hash, &c);
+                    c
+                }
+            };
+            lock(&pe.compiled).insert(digest, c.clone());
             c
         }
     };
-    Ok(CompiledPlugin { name: name.into(), component, hash: hash.into(), source: source.into() })
+    let (stats, loaded_at) = lock(&versions.versions)
+        .entry((name.to_string(), digest))
+        .or_insert_with(|| (Arc::new(CallStats::default()), SystemTime::now()))
+        .clone();
+    Ok(CompiledPlugin {
+        name: name.into(),
+        component,
+        hash: hash.into(),
+        source: source.into(),
+        sdk_version: sdk_version.map(Into::into),
+        loaded_at,
+        stats,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 fn load_err(plugin: &str, message: impl Into<String>) -> PluginError {

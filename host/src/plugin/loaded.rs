@@ -60,7 +60,7 @@ impl<K: Kind> Loaded<K> {
         let pre = K::pre(instance_pre).map_err(|e| {
             load_err(format!("does not export the {} interface of berry:gateway@0.1.0: {e:#}", K::NAME))
         })?;
-        let pool = Pool::new(compiled.name.clone(), limits);
+        let pool = Pool::new(compiled.name.clone(), limits, compiled.stats.clone());
         let loaded = Loaded { compiled, pre, limits, config_json, data, pool };
         let warm = loaded.make()?;
         loaded.pool.put(warm);
@@ -80,11 +80,13 @@ impl<K: Kind> Loaded<K> {
         Ok(Warm { store, bindings })
     }
 
-    /// Call into a warm instance (made and configured on demand).
+    /// Call into a warm instance (made and configured on demand); see `Pool::call`
+    /// for `primary`.
     pub fn call<R>(
         &self,
+        primary: bool,
         call: impl FnOnce(&mut wasmtime::Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.pool.call(|| self.make(), call)
+        self.pool.call(primary, || self.make(), call)
     }
 }

@@ -10,17 +10,21 @@
 
 pub mod auth;
 mod bindings;
+mod cache;
 mod engine;
 mod loaded;
-mod pool;
+pub mod pool;
 mod sandbox;
 pub mod stock;
 pub mod strategy;
+pub mod version;
 
 use std::time::Duration;
 
 pub use auth::AuthPlugin;
-pub use engine::{CompiledPlugin, compile};
+pub use cache::set_cache_dir;
+pub use engine::{CompiledPlugin, Versions, compile};
+pub use pool::CallStats;
 pub use strategy::StrategyPlugin;
 
 /// Names of the stock strategies, usable as `strategy = "..."` without a `[plugins]` entry.
@@ -38,6 +42,10 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time one call may take before it is interrupted.
     pub deadline: Duration,
+    /// Consecutive failed calls after which the plugin is quarantined: skipped (the
+    /// host's fallback answers) for `quarantine`, then given one call to prove itself.
+    pub quarantine_after: u32,
+    pub quarantine: Duration,
 }
 
 impl Limits {
@@ -57,6 +65,10 @@ impl Default for Limits {
             // Calls take microseconds. The deadline is a guard against loops that
             // burn no fuel-visible work (host calls); tens of ms, as the epoch counts wall time.
             deadline: Duration::from_millis(50),
+            // A healthy plugin never fails; ten in a row means every request pays a
+            // failed call (up to the deadline) for nothing.
+            quarantine_after: 10,
+            quarantine: Duration::from_secs(30),
         }
     }
 }
@@ -72,4 +84,6 @@ pub enum PluginError {
     Configure { plugin: String, message: String },
     #[error("plugin {plugin}: {message}")]
     Load { plugin: String, message: String },
+    #[error("plugin {plugin} is quarantined after repeated failures")]
+    Quarantined { plugin: String },
 }

@@ -5,6 +5,7 @@
 //! gives it back only if the call succeeded: a trapped instance may be in any state
 //! and is dropped.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
@@ -22,25 +23,36 @@ pub struct Warm<B> {
     pub bindings: B,
 }
 
-/// Call counters of one plugin handle.
+/// Call counters of one plugin version (name + hash), shared by every snapshot that
+/// loads that version, so a config reload does not reset them.
 #[derive(Default)]
 pub struct CallStats {
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     /// Failures since the last success.
     pub consecutive_failures: AtomicU32,
+    /// While now (ms since the epoch) is before this, the plugin is not called.
+    pub quarantined_until_ms: AtomicU64,
+    /// Times the plugin was quarantined.
+    pub quarantines: AtomicU64,
+}
+
+impl CallStats {
+    pub fn quarantined(&self, now_ms: u64) -> bool {
+        now_ms < self.quarantined_until_ms.load(Ordering::Relaxed)
+    }
 }
 
 pub struct Pool<B> {
-    plugin: std::sync::Arc<str>,
+    plugin: Arc<str>,
     limits: Limits,
     idle: ArrayQueue<Warm<B>>,
-    pub stats: CallStats,
+    pub stats: Arc<CallStats>,
 }
 
 impl<B> Pool<B> {
-    pub fn new(plugin: std::sync::Arc<str>, limits: Limits) -> Self {
-        Pool { plugin, limits, idle: ArrayQueue::new(WARM_INSTANCES), stats: CallStats::default() }
+    pub fn new(plugin: Arc<str>, limits: Limits, stats: Arc<CallStats>) -> Self {
+        Pool { plugin, limits, idle: ArrayQueue::new(WARM_INSTANCES), stats }
     }
 
     pub fn put(&self, warm: Warm<B>) {
@@ -49,12 +61,19 @@ impl<B> Pool<B> {
     }
 
     /// Run `call` on a warm instance (made by `make` when none is idle), under a
-    /// fresh fuel and deadline budget.
+    /// fresh fuel and deadline budget. Only a `primary` call (the one a request
+    /// depends on: `select`, `authorize`) clears the failure streak, so a plugin whose
+    /// `select` always fails is quarantined even if its `observe` works.
     pub fn call<R>(
         &self,
+        primary: bool,
         make: impl FnOnce() -> Result<Warm<B>, PluginError>,
         call: impl FnOnce(&mut Store<HostState>, &B) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        let now = crate::health::now_ms();
+        if self.stats.quarantined(now) {
+            return Err(PluginError::Quarantined { plugin: self.plugin.to_string() });
+        }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let mut warm = match self.idle.pop() {
             Some(w) => w,
@@ -63,7 +82,9 @@ impl<B> Pool<B> {
         arm(&mut warm.store, &self.limits);
         match call(&mut warm.store, &warm.bindings) {
             Ok(r) => {
-                self.stats.consecutive_failures.store(0, Ordering::Relaxed);
+                if primary {
+                    self.stats.consecutive_failures.store(0, Ordering::Relaxed);
+                }
                 self.put(warm);
                 Ok(r)
             }
@@ -76,7 +97,20 @@ impl<B> Pool<B> {
 
     fn failed(&self) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
-        self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        let consecutive = self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if consecutive >= self.limits.quarantine_after {
+            // After the quarantine one call is let through; if it fails too, the
+            // count is still over the limit and the plugin goes straight back.
+            let until = crate::health::now_ms() + self.limits.quarantine.as_millis() as u64;
+            self.stats.quarantined_until_ms.store(until, Ordering::Relaxed);
+            self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                plugin = &*self.plugin,
+                consecutive,
+                "plugin quarantined for {}s: requests use the host's fallback",
+                self.limits.quarantine.as_secs_f64()
+            );
+        }
     }
 }
 

@@ -73,7 +73,7 @@ impl StrategyPlugin {
     }
 
     pub fn select(&self, request: &wit::Request, states: &[wit::BackendState]) -> Result<Vec<u32>, PluginError> {
-        self.0.call(|store, b| b.berry_gateway_strategy().call_select(store, request, states))
+        self.0.call(true, |store, b| b.berry_gateway_strategy().call_select(store, request, states))
     }
 
     pub fn observe(
@@ -84,7 +84,7 @@ impl StrategyPlugin {
         latency_ms: f64,
         state: &wit::BackendState,
     ) -> Result<Option<f64>, PluginError> {
-        self.0.call(|store, b| {
+        self.0.call(false, |store, b| {
             b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, *state)
         })
     }
@@ -94,6 +94,6 @@ impl StrategyPlugin {
         request: &wit::Request,
         states: &[wit::BackendState],
     ) -> Result<Vec<wit::Explanation>, PluginError> {
-        self.0.call(|store, b| b.berry_gateway_strategy().call_explain(store, request, states))
+        self.0.call(false, |store, b| b.berry_gateway_strategy().call_explain(store, request, states))
     }
 }

@@ -73,7 +73,12 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
                 if order.is_empty() { route.fallback_order(&states) } else { order }
             }
             Err(e) => {
-                tracing::warn!("strategy failed, using the host's failover order: {e}");
+                // A quarantined plugin was reported once when it was quarantined.
+                if matches!(e, crate::plugin::PluginError::Quarantined { .. }) {
+                    tracing::debug!("{e}: using the host's failover order");
+                } else {
+                    tracing::warn!("strategy failed, using the host's failover order: {e}");
+                }
                 route.fallback_order(&states)
             }
         },

@@ -6,6 +6,7 @@ pub mod body;
 mod chat;
 mod context;
 mod info;
+mod plugins;
 mod router;
 
 use std::future::Future;

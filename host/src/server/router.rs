@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::body::BerryBody;
 use super::context::{RequestLog, request_id};
-use super::{admin, chat, info};
+use super::{admin, chat, info, plugins};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
@@ -17,7 +17,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Result
     let id = request_id(request.headers());
     let mut log = RequestLog::new(id.clone(), request.method().clone(), request.uri().path().to_string());
     let snapshot = gateway.snapshot();
-    let result = dispatch(&snapshot, request, &mut log).await;
+    let result = if request.uri().path().starts_with("/admin/") {
+        plugins::handle(&gateway, request).await
+    } else {
+        dispatch(&snapshot, request, &mut log).await
+    };
     let mut response = result.unwrap_or_else(|e| {
         log.error = Some(e.code);
         e.into_response()

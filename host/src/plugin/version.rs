@@ -1,0 +1,74 @@
+//! The SDK version stamp: `berry-plugin-sdk` puts the WIT version it implements in a
+//! `berry:sdk-version` custom section of the plugin. The host reads it *before*
+//! compiling, so a plugin built for another contract is refused with a message that
+//! says what to rebuild, instead of a link error.
+
+use wasmparser::{Parser, Payload};
+
+use super::PluginError;
+
+/// The WIT contract this gateway speaks.
+pub const WIT_VERSION: &str = "0.1.0";
+const SECTION: &str = "berry:sdk-version";
+
+/// The stamps found in a component (usually one; none for a plugin not built
+/// with the SDK).
+pub fn stamps(bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("not a WebAssembly component: {e}"))? {
+            Payload::CustomSection(section) if section.name() == SECTION => {
+                found.push(String::from_utf8_lossy(section.data()).trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Same major version; while at 0.x, the same minor too (semver for 0.x).
+fn compatible(version: &str) -> bool {
+    let parts = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parts(version), parts(WIT_VERSION)) {
+        (Some((0, minor)), Some((0, ours))) => minor == ours,
+        (Some((major, _)), Some((ours, _))) => major == ours,
+        _ => false,
+    }
+}
+
+/// Check a plugin's stamp; returns the version it was built for, if stamped.
+pub fn check(plugin: &str, bytes: &[u8]) -> Result<Option<String>, PluginError> {
+    let err = |message: String| PluginError::Load { plugin: plugin.to_string(), message };
+    let found = stamps(bytes).map_err(err)?;
+    if let Some(bad) = found.iter().find(|v| !compatible(v)) {
+        return Err(err(format!(
+            "was built with berry-plugin-sdk for WIT berry:gateway@{bad}, but this gateway speaks berry:gateway@{WIT_VERSION}: \
+             rebuild the plugin against berry-plugin-sdk {WIT_VERSION}"
+        )));
+    }
+    Ok(found.into_iter().next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_compatible_within_a_0_minor() {
+        assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.7"));
+        assert!(!compatible("0.2.0"));
+        assert!(!compatible("1.1.0"));
+        assert!(!compatible("garbage"));
+    }
+
+    #[test]
+    fn the_stock_plugins_carry_the_stamp() {
+        for (name, bytes) in super::super::stock::STOCK_PLUGINS {
+            assert_eq!(stamps(bytes), Ok(vec![WIT_VERSION.to_string()]), "{name}");
+        }
+    }
+}

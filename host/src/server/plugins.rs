@@ -1,0 +1,130 @@
+//! `/admin/plugins` and `/admin/reload`: see what is loaded, swap a plugin live,
+//! reload the config. All behind the admin token.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::admin::require_admin;
+use super::body::{BerryBody, json_response};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::health::now_ms;
+use crate::plugin::{CompiledPlugin, Limits};
+
+/// Largest plugin upload accepted.
+const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
+pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Result<Response<BerryBody>, GatewayError> {
+    let snapshot = gateway.snapshot();
+    require_admin(&snapshot, request.headers())?;
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match (path.as_str(), &method) {
+        ("/admin/plugins", &Method::GET) => Ok(list(gateway)),
+        ("/admin/reload", &Method::POST) => match gateway.reload_from_disk().await {
+            Ok(()) => Ok(json_response(StatusCode::OK, &json!({ "reloaded": true }))),
+            Err(e) => Err(GatewayError::unprocessable("reload_rejected", e)),
+        },
+        (p, m) if p.starts_with("/admin/plugins/") => {
+            let name = p.trim_start_matches("/admin/plugins/").to_string();
+            if name.is_empty() || name.contains('/') {
+                return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {p}")));
+            }
+            match *m {
+                Method::PUT | Method::POST => {
+                    let bytes = Limited::new(request.into_body(), MAX_PLUGIN_BYTES)
+                        .collect()
+                        .await
+                        .map_err(|_| GatewayError::payload_too_large(MAX_PLUGIN_BYTES))?
+                        .to_bytes();
+                    match gateway.swap_plugin(&name, bytes.to_vec()).await {
+                        Ok(()) => Ok(json_response(
+                            StatusCode::OK,
+                            &json!({ "swapped": name, "plugin": describe_named(gateway, &name) }),
+                        )),
+                        Err(e) => Err(GatewayError::unprocessable("plugin_rejected", e)),
+                    }
+                }
+                Method::DELETE => match gateway.revert_plugin(&name).await {
+                    Ok(reverted) => Ok(json_response(StatusCode::OK, &json!({ "reverted": reverted, "plugin": name }))),
+                    Err(e) => Err(GatewayError::unprocessable("plugin_rejected", e)),
+                },
+                _ => Err(GatewayError::method_not_allowed()),
+            }
+        }
+        _ => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+    }
+}
+
+fn list(gateway: &Gateway) -> Response<BerryBody> {
+    let snapshot = gateway.snapshot();
+    let mut plugins: Vec<Value> = snapshot
+        .strategies
+        .iter()
+        .map(|(name, p)| {
+            let used_by: Vec<&str> = snapshot
+                .route_order
+                .iter()
+                .filter(|r| **r.strategy.name() == **name)
+                .map(|r| r.name.as_str())
+                .collect();
+            let mut v = describe(p.compiled(), "strategy", &limits_of(&snapshot.config, name));
+            v["used_by"] = json!(used_by);
+            v
+        })
+        .collect();
+    plugins.push(describe(
+        snapshot.auth.compiled(),
+        "auth",
+        &limits_of(&snapshot.config, &snapshot.config.auth.policy),
+    ));
+    json_response(
+        StatusCode::OK,
+        &json!({ "plugins": plugins, "uploaded": gateway.uploaded_plugins(), "swaps": gateway.swaps.load(Ordering::Relaxed) }),
+    )
+}
+
+fn describe_named(gateway: &Gateway, name: &str) -> Value {
+    let snapshot = gateway.snapshot();
+    let limits = limits_of(&snapshot.config, name);
+    match snapshot.strategies.get(name) {
+        Some(p) => describe(p.compiled(), "strategy", &limits),
+        None if **snapshot.auth.name() == *name => describe(snapshot.auth.compiled(), "auth", &limits),
+        None => Value::Null,
+    }
+}
+
+fn limits_of(config: &crate::config::Config, name: &str) -> Limits {
+    config.plugins.get(name).map_or_else(Limits::default, |spec| spec.limits)
+}
+
+fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
+    let stats = &c.stats;
+    let loaded_ms = c.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "name": &*c.name,
+        "kind": kind,
+        "source": &*c.source,
+        "sha256": &*c.hash,
+        "sdk_version": c.sdk_version.as_deref(),
+        "loaded_at_ms": loaded_ms,
+        "calls": stats.calls.load(Ordering::Relaxed),
+        "failures": stats.failures.load(Ordering::Relaxed),
+        "consecutive_failures": stats.consecutive_failures.load(Ordering::Relaxed),
+        "quarantined": stats.quarantined(now_ms()),
+        "quarantines": stats.quarantines.load(Ordering::Relaxed),
+        "limits": {
+            "fuel": limits.fuel,
+            "memory_bytes": limits.memory_bytes,
+            "deadline_ms": limits.deadline.as_millis() as u64,
+            "quarantine_after": limits.quarantine_after,
+            "quarantine_seconds": limits.quarantine.as_secs_f64(),
+        },
+    })
+}

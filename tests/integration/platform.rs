@@ -1,0 +1,337 @@
+//! The plugin platform: hot swap under load, broken versions rejected, config reload,
+//! quarantine, the scaffold, the example plugins, the compiled-plugin cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Method;
+use serde_json::json;
+
+use crate::harness::*;
+
+const ADMIN: &str = "berry-admin-secret";
+
+/// Two backends, model `m` on plugin `router` (starting as `pick_first`).
+async fn swappable(extra_settings: &str) -> (TestGateway, berry::mock::MockServer, berry::mock::MockServer) {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let mut toml =
+        config("router", &[("a", &a), ("b", &b)], &[], &format!("admin_token = \"{ADMIN}\"\n{extra_settings}"));
+    toml.push_str(&format!(
+        "\n[plugins.router]\npath = {:?}\nkind = \"strategy\"\n",
+        test_plugin("pick_first").display().to_string()
+    ));
+    (TestGateway::start(&toml).await, a, b)
+}
+
+#[tokio::test]
+async fn fifty_swaps_under_load_fail_no_request() {
+    let (gw, _a, _b) = swappable("").await;
+    let gw = Arc::new(gw);
+    let first = std::fs::read(test_plugin("pick_first")).expect("pick_first");
+    let last = std::fs::read(test_plugin("pick_last")).expect("pick_last");
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut done, mut failures) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    if w % 3 == 0 {
+                        let mut body = chat_body("m");
+                        body["stream"] = json!(true);
+                        let reply = stream(&gw.url("/v1/chat/completions"), TOKEN, &body).await;
+                        if reply.status != 200 || !reply.text().ends_with("data: [DONE]\n\n") {
+                            failures.push(format!("stream: {} {}", reply.status, reply.text()));
+                        }
+                    } else {
+                        let reply = gw.chat(TOKEN, &chat_body("m")).await;
+                        if reply.status != 200 {
+                            failures.push(format!("{} {}", reply.status, String::from_utf8_lossy(&reply.body)));
+                        }
+                    }
+                    done += 1;
+                }
+                (done, failures)
+            })
+        })
+        .collect();
+
+    for swap in 0..50 {
+        let (bytes, expected) = if swap % 2 == 0 { (&last, "b") } else { (&first, "a") };
+        let started = Instant::now();
+        let reply = gw.admin(Method::PUT, "/admin/plugins/router", ADMIN, bytes.clone()).await;
+        assert_eq!(reply.status, 200, "swap {swap}: {}", String::from_utf8_lossy(&reply.body));
+        // The swap is in service when the upload returns: the very next request sees it.
+        let next = gw.chat(TOKEN, &chat_body("m")).await;
+        assert_eq!(next.answered_by(), expected, "swap {swap}");
+        assert!(started.elapsed() < Duration::from_secs(1), "swap {swap} took {:?}", started.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        let (done, failures) = worker.await.expect("worker");
+        assert!(failures.is_empty(), "{failures:?}");
+        total += done;
+    }
+    assert!(total > 50, "the load kept flowing during the swaps ({total} requests)");
+    let listed = gw.get("/admin/plugins", Some(ADMIN)).await.json();
+    assert_eq!(listed["swaps"], 50);
+    assert_eq!(listed["uploaded"], json!(["router"]));
+}
+
+#[tokio::test]
+async fn broken_versions_are_rejected_and_the_old_one_keeps_serving() {
+    let (gw, _a, _b) = swappable("").await;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("corrupt", b"\0asm\x01\0\0\0 garbage".to_vec(), "not a WebAssembly component"),
+        (
+            "wrong version",
+            std::fs::read(test_plugin("wrong_version")).expect("wasm"),
+            "rebuild the plugin against berry-plugin-sdk",
+        ),
+        (
+            "traps in its smoke call",
+            std::fs::read(test_plugin("configure_trap")).expect("wasm"),
+            "could not be instantiated",
+        ),
+    ];
+    for (what, bytes, message) in cases {
+        let reply = gw.admin(Method::PUT, "/admin/plugins/router", ADMIN, bytes).await;
+        reply.assert_error(422, "plugin_rejected");
+        let text = reply.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(text.contains(message), "{what}: {text}");
+        assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "a", "{what}: the old version still serves");
+    }
+    let plugins = gw.get("/admin/plugins", Some(ADMIN)).await.json();
+    let router =
+        plugins["plugins"].as_array().expect("list").iter().find(|p| p["name"] == "router").cloned().expect("router");
+    assert_eq!(router["sdk_version"], "0.1.0");
+    assert!(router["source"].as_str().is_some_and(|s| s.ends_with("pick_first.wasm")), "{router}");
+    gw.admin(Method::PUT, "/admin/plugins/nope", ADMIN, vec![]).await.assert_error(422, "plugin_rejected");
+    gw.admin(Method::PUT, "/admin/plugins/router", TOKEN, vec![]).await.assert_error(401, "invalid_admin_token");
+}
+
+#[tokio::test]
+async fn a_changed_plugin_file_is_swapped_in_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("router.wasm");
+    std::fs::copy(test_plugin("pick_first"), &plugin).expect("copy");
+    let (a, b) = (mock("a").await, mock("b").await);
+    let mut toml = config("router", &[("a", &a), ("b", &b)], &[], "");
+    toml.push_str("\n[plugins.router]\npath = \"router.wasm\"\nkind = \"strategy\"\n");
+    let config_path = dir.path().join("berry.toml");
+    std::fs::write(&config_path, toml).expect("write config");
+    let gw = TestGateway::start_file(&config_path).await;
+    assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "a");
+    tokio::time::sleep(Duration::from_millis(300)).await; // the watcher has seen the file
+
+    // Replace the file the way a build does: write a new one, rename it over.
+    let staged = dir.path().join("router.wasm.new");
+    std::fs::copy(test_plugin("pick_last"), &staged).expect("copy");
+    std::fs::rename(&staged, &plugin).expect("rename");
+    let changed = Instant::now();
+    let mut seen = None;
+    while changed.elapsed() < Duration::from_secs(5) {
+        if gw.chat(TOKEN, &chat_body("m")).await.answered_by() == "b" {
+            seen = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.expect("the new version never served");
+    eprintln!("file change → new behaviour: {seen:?}");
+    assert!(seen <= Duration::from_secs(1), "took {seen:?}");
+
+    // A broken file is rejected; the running version stays.
+    std::fs::write(&plugin, b"not wasm").expect("write");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "b");
+}
+
+#[tokio::test]
+async fn a_config_reload_applies_without_dropping_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = berry::mock::MockSettings { name: "a".into(), chunks: 10, chunk_delay_ms: 60, ..Default::default() };
+    let (a, b) = (mock_with(slow).await, mock("b").await);
+    let before = config(
+        "failover",
+        &[("a", &a), ("b", &b)],
+        &["priority = 1", "priority = 2"],
+        &format!("admin_token = \"{ADMIN}\""),
+    );
+    let config_path = dir.path().join("berry.toml");
+    std::fs::write(&config_path, &before).expect("write");
+    let gw = TestGateway::start_file(&config_path).await;
+    assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "a");
+    gw.chat("berry-new-user-token", &chat_body("m")).await.assert_error(401, "invalid_api_key");
+
+    // A stream in flight across the reload must finish.
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let url = gw.url("/v1/chat/completions");
+    let in_flight = tokio::spawn(async move { stream(&url, TOKEN, &body).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Remove backend a, add a user, switch the model's strategy.
+    let after = config("round_robin", &[("b", &b)], &[], &format!("admin_token = \"{ADMIN}\""))
+        + "\n[users.newcomer]\ntoken = \"berry-new-user-token\"\n";
+    std::fs::write(&config_path, after).expect("write");
+    let reply = gw.admin(Method::POST, "/admin/reload", ADMIN, vec![]).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    for _ in 0..4 {
+        assert_eq!(gw.chat("berry-new-user-token", &chat_body("m")).await.answered_by(), "b");
+    }
+    let health = gw.get("/health", None).await.json();
+    assert_eq!(health["models"][0]["strategy"], "round_robin");
+    let streamed = in_flight.await.expect("stream task");
+    assert_eq!(streamed.status, 200);
+    assert!(streamed.text().ends_with("data: [DONE]\n\n"), "the in-flight stream was cut: {}", streamed.text());
+
+    // A broken config is rejected with the reason, and the running one keeps serving.
+    std::fs::write(&config_path, "[models.m]\nstrategy = \"nope\"\n").expect("write");
+    let reply = gw.admin(Method::POST, "/admin/reload", ADMIN, vec![]).await;
+    reply.assert_error(422, "reload_rejected");
+    assert!(reply.json()["error"]["message"].as_str().is_some_and(|m| m.contains("models.m")), "{}", reply.json());
+    assert_eq!(gw.chat("berry-new-user-token", &chat_body("m")).await.answered_by(), "b");
+}
+
+#[tokio::test]
+async fn a_plugin_that_keeps_failing_is_quarantined() {
+    let up = mock("up").await;
+    let mut toml = config("looping", &[("up", &up)], &[], &format!("admin_token = \"{ADMIN}\""));
+    toml.push_str(&format!(
+        "\n[plugins.looping]\npath = {:?}\nkind = \"strategy\"\ntimeout_ms = 20\nquarantine_after = 3\nquarantine_seconds = 600\n",
+        test_plugin("looping").display().to_string()
+    ));
+    let gw = TestGateway::start(&toml).await;
+    for _ in 0..8 {
+        assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200, "the fallback answers");
+    }
+    let looping = || async {
+        let plugins = gw.get("/admin/plugins", Some(ADMIN)).await.json();
+        plugins["plugins"].as_array().expect("list").iter().find(|p| p["name"] == "looping").cloned().expect("looping")
+    };
+    let before = looping().await;
+    assert_eq!(before["quarantined"], true, "{before}");
+    assert_eq!(before["failures"], 3, "quarantined at exactly quarantine_after failures: {before}");
+    assert_eq!(before["used_by"], json!(["m"]));
+    for _ in 0..5 {
+        assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
+    }
+    assert_eq!(looping().await["calls"], before["calls"], "no calls while quarantined");
+}
+
+#[tokio::test]
+async fn the_example_plugins_route_and_authenticate() {
+    let (cheap, premium) = (mock("cheap").await, mock("premium").await);
+    let key_hash = |key: &str| {
+        use sha2::Digest;
+        sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let mut toml = config(
+        "tag_router",
+        &[("premium", &premium), ("cheap", &cheap)],
+        &["tags = [\"premium\"]", "tags = [\"cheap\"]"],
+        "",
+    );
+    toml.push_str(&format!(
+        r#"
+[plugins.tag_router]
+path = {:?}
+kind = "strategy"
+config = {{ routes = {{ "free-tier" = "cheap" }} }}
+
+[plugins.tenant_auth]
+path = {:?}
+kind = "auth"
+[plugins.tenant_auth.config.tenants.acme]
+keys_sha256 = ["{}"]
+models = ["m"]
+tags = ["free-tier"]
+[plugins.tenant_auth.config.tenants.globex]
+keys_sha256 = ["{}"]
+models = ["other"]
+
+[auth]
+policy = "tenant_auth"
+"#,
+        example_plugin("tag_router").display().to_string(),
+        example_plugin("tenant_auth").display().to_string(),
+        key_hash("acme-key-1"),
+        key_hash("globex-key-1"),
+    ));
+    let gw = TestGateway::start(&toml).await;
+    // acme is tagged free-tier: always routed to the cheap backend.
+    for _ in 0..10 {
+        let reply = gw.chat("acme-key-1", &chat_body("m")).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(reply.answered_by(), "cheap");
+    }
+    // globex may use only "other".
+    gw.chat("globex-key-1", &chat_body("m")).await.assert_error(403, "model_not_allowed");
+    assert_eq!(gw.chat("globex-key-1", &chat_body("other")).await.status, 200);
+    let models = gw.get("/v1/models", Some("globex-key-1")).await.json();
+    assert_eq!(models["data"].as_array().map(Vec::len), Some(1));
+    gw.chat(TOKEN, &chat_body("m")).await.assert_error(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn the_scaffold_builds_and_loads() {
+    let root = repo_root().join("target").join("scaffold-test");
+    let _ = std::fs::remove_dir_all(&root);
+    for (name, kind) in [("my_router", "strategy"), ("my_auth", "auth")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berry"))
+            .args(["plugin", "new", name, "--kind", kind, "--dir"])
+            .arg(root.join(name))
+            .output()
+            .expect("berry plugin new");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let dir = root.join(name);
+        tokio::task::spawn_blocking(move || {
+            build_wasm_crate(&dir, &repo_root().join("target").join("scaffold-build"), false)
+        })
+        .await
+        .expect("build");
+    }
+    let built = repo_root().join("target/scaffold-build/wasm32-wasip2/release");
+    let up = mock("up").await;
+    let mut toml = config("my_router", &[("up", &up)], &[], "");
+    toml.push_str(&format!(
+        "\n[plugins.my_router]\npath = {:?}\nkind = \"strategy\"\n[plugins.my_auth]\npath = {:?}\nkind = \"auth\"\n[auth]\npolicy = \"my_auth\"\n",
+        built.join("my_router.wasm").display().to_string(),
+        built.join("my_auth.wasm").display().to_string(),
+    ));
+    let gw = TestGateway::start(&toml).await;
+    assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
+    gw.chat("berry-wrong", &chat_body("m")).await.assert_error(401, "invalid_api_key");
+}
+
+#[test]
+fn compiled_plugins_are_cached_on_disk() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berry"))
+            .arg("check-config")
+            .arg(repo_root().join("config/berry.toml"))
+            .env("BERRY_CACHE_DIR", cache.path())
+            .output()
+            .expect("run berry");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed()
+    };
+    let cold = run();
+    let entries = || {
+        std::fs::read_dir(cache.path())
+            .expect("cache dir")
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count()
+    };
+    // The demo config uses five of the stock plugins (four strategies and token_auth).
+    assert_eq!(entries(), 5);
+    let warm = run();
+    assert_eq!(entries(), 5, "a warm start writes nothing new");
+    eprintln!("check-config with the demo config: cold {cold:?}, warm {warm:?}");
+}
