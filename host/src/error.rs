@@ -145,6 +145,21 @@ impl GatewayError {
         e
     }
 
+    pub fn rate_limited(limit: u32, retry_after: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
+            format!(
+                "Rate limit reached ({limit} requests in the window). Try again in {:.0}s.",
+                retry_after.as_secs_f64().ceil()
+            ),
+            ErrorSource::Downstream,
+        );
+        e.retry_after = Some(retry_after.as_secs_f64().ceil() as u64);
+        e
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error", message, ErrorSource::Internal)
     }

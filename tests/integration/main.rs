@@ -7,6 +7,7 @@ mod e2e;
 mod errors;
 mod harness;
 mod health;
+mod operations;
 mod platform;
 mod relay;
 mod routing;

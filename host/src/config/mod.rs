@@ -67,6 +67,10 @@ pub struct Settings {
     pub health_check_timeout: Duration,
     pub max_request_body_bytes: usize,
     pub admin_token: Option<Secret>,
+    /// `/metrics` needs the admin token.
+    pub protect_metrics: bool,
+    /// `/status` and its data need the admin token.
+    pub protect_status: bool,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
     pub smart_ai_json: String,
 }

@@ -41,6 +41,8 @@ pub struct RawSettings {
     pub health_check_timeout_seconds: Option<f64>,
     pub max_request_body_bytes: Option<u64>,
     pub admin_token: Option<String>,
+    pub protect_metrics: Option<bool>,
+    pub protect_status: Option<bool>,
     #[serde(default)]
     pub smart_ai: RawSmartAi,
 }

@@ -196,6 +196,8 @@ impl Validator<'_> {
             ),
             max_request_body_bytes: max_body as usize,
             admin_token,
+            protect_metrics: raw.protect_metrics.unwrap_or(false),
+            protect_status: raw.protect_status.unwrap_or(false),
             smart_ai_json: serde_json::to_string(&raw.smart_ai).unwrap_or_else(|_| "{}".to_string()),
         }
     }

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
 pub use route::{Route, RouteBackend, to_wit_state};
-pub use snapshot::{Plugins, Snapshot};
+pub use snapshot::{Shared, Snapshot};
 
 use crate::config::Config;
 use crate::health::HealthRegistry;
@@ -37,6 +37,9 @@ pub struct Gateway {
     pub swaps: AtomicU64,
     /// Call counters per plugin version, kept across snapshots.
     versions: crate::plugin::Versions,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Rate-limit state per user, kept across reloads.
+    limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl Gateway {
@@ -47,9 +50,11 @@ impl Gateway {
         let mocks = Mutex::new(HashMap::new());
         let resolved = start_mocks(&mocks, &config).await?;
         // Startup: compiling here, on the runtime thread, delays nothing but startup.
-        let versions = crate::plugin::Versions::default();
-        let plugins = Plugins { uploaded: &HashMap::new(), versions: &versions };
-        let snapshot = Self::prepare_in(&config, &health, &resolved, &plugins, None)?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let versions = crate::plugin::Versions::new(metrics.clone());
+        let limiter = Arc::new(crate::ratelimit::RateLimiter::default());
+        let shared = Shared { uploaded: &HashMap::new(), versions: &versions, metrics: &metrics, limiter: &limiter };
+        let snapshot = Self::prepare_in(&config, &health, &resolved, &shared, None)?;
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             health,
@@ -59,6 +64,8 @@ impl Gateway {
             reloading: tokio::sync::Mutex::new(()),
             swaps: AtomicU64::new(0),
             versions,
+            metrics,
+            limiter,
         });
         probe::spawn(Arc::downgrade(&gateway));
         Ok(gateway)
@@ -132,12 +139,21 @@ impl Gateway {
         let previous = self.snapshot();
         let started = std::time::Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || {
-            let plugins = Plugins { uploaded: &uploaded, versions: &this.versions };
-            Self::prepare_in(&config, &this.health, &mocks, &plugins, Some(&previous))
+            let shared = Shared {
+                uploaded: &uploaded,
+                versions: &this.versions,
+                metrics: &this.metrics,
+                limiter: &this.limiter,
+            };
+            Self::prepare_in(&config, &this.health, &mocks, &shared, Some(&previous))
         })
         .await
         .map_err(|e| format!("preparing the new configuration panicked: {e}"))?
-        .inspect_err(|e| tracing::error!("reload rejected, the running configuration keeps serving: {e}"))?;
+        .inspect_err(|e| {
+            self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "rejected".into() }).inc();
+            tracing::error!("reload rejected, the running configuration keeps serving: {e}");
+        })?;
+        self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "ok".into() }).inc();
         self.snapshot.store(Arc::new(snapshot));
         self.swaps.fetch_add(1, Ordering::Relaxed);
         tracing::info!(prepare_ms = started.elapsed().as_millis() as u64, "new configuration in service");
@@ -148,11 +164,11 @@ impl Gateway {
         config: &Config,
         health: &HealthRegistry,
         mocks: &HashMap<String, String>,
-        plugins: &Plugins,
+        shared: &Shared,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let base_url = |url: &str| mocks.get(url).cloned().unwrap_or_else(|| url.to_string());
-        Snapshot::build(config.clone(), health, &base_url, plugins, previous)
+        Snapshot::build(config.clone(), health, &base_url, shared, previous)
     }
 
     /// Watch the config file and every plugin file; reload when one changes.

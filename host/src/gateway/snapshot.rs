@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicU64;
 
 use crate::config::{Config, PluginKind};
 use crate::health::{CircuitPolicy, HealthRegistry};
+use crate::metrics::Metrics;
 use crate::plugin::auth::wit as auth_wit;
 use crate::plugin::strategy::wit as strategy_wit;
 use crate::plugin::{AuthPlugin, CompiledPlugin, Limits, StrategyPlugin, Versions, compile, stock};
@@ -15,11 +16,14 @@ use crate::relay::UpstreamClient;
 use super::provider::ProviderRuntime;
 use super::route::{Route, RouteBackend, to_wit_info};
 
-/// Where plugin bytes and per-version stats come from when building a snapshot.
-pub struct Plugins<'a> {
+/// What a gateway shares across its snapshots: uploaded plugin bytes, per-version
+/// plugin stats, the metrics registry.
+pub struct Shared<'a> {
     /// Versions uploaded through the admin API, by plugin name.
     pub uploaded: &'a HashMap<String, Arc<[u8]>>,
     pub versions: &'a Versions,
+    pub metrics: &'a Arc<Metrics>,
+    pub limiter: &'a Arc<crate::ratelimit::RateLimiter>,
 }
 
 pub struct Snapshot {
@@ -32,6 +36,8 @@ pub struct Snapshot {
     pub strategies: BTreeMap<String, Arc<StrategyPlugin>>,
     pub client: UpstreamClient,
     pub policy: CircuitPolicy,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl Snapshot {
@@ -42,7 +48,7 @@ impl Snapshot {
         config: Config,
         health: &HealthRegistry,
         base_url: &dyn Fn(&str) -> String,
-        plugins: &Plugins,
+        shared: &Shared,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let settings = &config.settings;
@@ -73,7 +79,7 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy, plugins)?;
+            let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy, shared)?;
             let plugin = StrategyPlugin::prepare(compiled, limits, plugin_config, routes).map_err(|e| e.to_string())?;
             strategies.insert(name.clone(), Arc::new(plugin));
         }
@@ -116,7 +122,7 @@ impl Snapshot {
         route_order.sort_by_key(|(i, _)| *i);
 
         let users = config.users.iter().map(to_wit_user).collect();
-        let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, plugins)?;
+        let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, shared)?;
         let auth = AuthPlugin::prepare(compiled, limits, auth_config, users).map_err(|e| e.to_string())?;
 
         let client = match previous {
@@ -137,6 +143,8 @@ impl Snapshot {
             strategies,
             client,
             policy,
+            metrics: shared.metrics.clone(),
+            limiter: shared.limiter.clone(),
             config: Arc::new(config),
         })
     }
@@ -149,10 +157,10 @@ fn load_plugin(
     config: &Config,
     name: &str,
     kind: PluginKind,
-    plugins: &Plugins,
+    shared: &Shared,
 ) -> Result<(CompiledPlugin, Limits, String), String> {
-    let upload = plugins.uploaded.get(name);
-    let versions = plugins.versions;
+    let upload = shared.uploaded.get(name);
+    let versions = shared.versions;
     if let Some(spec) = config.plugins.get(name) {
         if spec.kind != kind {
             return Err(format!("plugins.{name}: is a {:?} plugin, used as {kind:?}", spec.kind));

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use circuit::{CircuitPolicy, CircuitView};
-pub use stats::{BackendHealth, ErrorClass, InFlight, Outcome};
+pub use stats::{BackendHealth, ErrorClass, HealthView, InFlight, Outcome};
 
 /// Every backend's health, by (provider key, upstream model).
 #[derive(Default)]

@@ -33,6 +33,13 @@ pub struct PluginEngine {
 #[derive(Default)]
 pub struct Versions {
     versions: Mutex<HashMap<VersionKey, (Arc<CallStats>, SystemTime)>>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Versions {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Versions { versions: Mutex::new(HashMap::new()), metrics }
+    }
 }
 
 /// A plugin version: its name and the SHA-256 of its bytes.
@@ -155,7 +162,16 @@ pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> R
     };
     let (stats, loaded_at) = lock(&versions.versions)
         .entry((name.to_string(), digest))
-        .or_insert_with(|| (Arc::new(CallStats::default()), SystemTime::now()))
+        .or_insert_with(|| {
+            let labels = crate::metrics::PluginLabels { plugin: name.to_string() };
+            let m = &versions.metrics;
+            let metrics = super::pool::PluginMetrics {
+                calls: m.plugin_calls.get_or_create(&labels).clone(),
+                failures: m.plugin_failures.get_or_create(&labels).clone(),
+                seconds: m.plugin_call_seconds.get_or_create(&labels).clone(),
+            };
+            (Arc::new(CallStats { metrics: Some(metrics), ..CallStats::default() }), SystemTime::now())
+        })
         .clone();
     Ok(CompiledPlugin {
         name: name.into(),

@@ -24,9 +24,11 @@ pub struct Warm<B> {
 }
 
 /// Call counters of one plugin version (name + hash), shared by every snapshot that
-/// loads that version, so a config reload does not reset them.
+/// loads that version, so a config reload does not reset them; plus the plugin's
+/// Prometheus series (per name, so they survive swaps).
 #[derive(Default)]
 pub struct CallStats {
+    pub metrics: Option<PluginMetrics>,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
     /// Failures since the last success.
@@ -35,6 +37,13 @@ pub struct CallStats {
     pub quarantined_until_ms: AtomicU64,
     /// Times the plugin was quarantined.
     pub quarantines: AtomicU64,
+}
+
+/// The Prometheus series of one plugin name.
+pub struct PluginMetrics {
+    pub calls: prometheus_client::metrics::counter::Counter,
+    pub failures: prometheus_client::metrics::counter::Counter,
+    pub seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl CallStats {
@@ -75,12 +84,20 @@ impl<B> Pool<B> {
             return Err(PluginError::Quarantined { plugin: self.plugin.to_string() });
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        if let Some(m) = &self.stats.metrics {
+            m.calls.inc();
+        }
         let mut warm = match self.idle.pop() {
             Some(w) => w,
             None => make().inspect_err(|_| self.failed())?,
         };
         arm(&mut warm.store, &self.limits);
-        match call(&mut warm.store, &warm.bindings) {
+        let result = call(&mut warm.store, &warm.bindings);
+        if let Some(m) = &self.stats.metrics {
+            m.seconds.observe(started.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(r) => {
                 if primary {
                     self.stats.consecutive_failures.store(0, Ordering::Relaxed);
@@ -97,6 +114,9 @@ impl<B> Pool<B> {
 
     fn failed(&self) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.stats.metrics {
+            m.failures.inc();
+        }
         let consecutive = self.stats.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if consecutive >= self.limits.quarantine_after {
             // After the quarantine one call is let through; if it fails too, the

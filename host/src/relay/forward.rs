@@ -16,7 +16,8 @@ use hyper::body::Incoming;
 
 use super::Endpoint;
 use super::body::RequestBody;
-use super::stream::{Finish, relay_stream};
+use super::stream::{Finish, Tally, relay_stream};
+use super::usage::{self, Usage};
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
 
@@ -38,6 +39,10 @@ pub struct ForwardRequest<'a> {
     /// Index of a backend pinned with the debug `backend` field.
     pub pin: Option<u32>,
     pub request_id: &'a HeaderValue,
+    /// The caller, for token metrics.
+    pub user: &'a str,
+    /// When the request arrived (time to first byte is measured from here).
+    pub started: Instant,
 }
 
 /// What forwarding produced, with what the request log needs.
@@ -49,8 +54,8 @@ pub struct Forwarded {
 }
 
 enum Attempt {
-    /// A complete answer for the client.
-    Answer(Response<BerryBody>, Outcome),
+    /// A complete answer for the client, with the token usage it reported.
+    Answer(Response<BerryBody>, Outcome, Option<Usage>),
     /// A stream whose first bytes arrived: from here on it is passed through.
     Stream(http::response::Parts, Option<Bytes>, Incoming),
     /// Failed before anything reached the client: try the next backend.
@@ -118,23 +123,39 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match attempt {
-            Attempt::Answer(response, outcome) => {
+            Attempt::Answer(response, outcome, usage) => {
                 route.record(index, outcome, latency_ms, &request, &snapshot.policy);
+                count_attempt(snapshot, backend, outcome);
+                count_retries(snapshot, route, attempts);
+                if let Some(u) = usage {
+                    count_tokens(&snapshot.metrics, req.user, &route.name, u);
+                }
                 return Forwarded { result: Ok(response), backend: last_backend, attempts };
             }
             Attempt::Stream(parts, first, rest) => {
-                let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight);
+                count_retries(snapshot, route, attempts);
+                let model = crate::metrics::ModelLabels { model: route.name.clone() };
+                snapshot.metrics.first_byte_seconds.get_or_create(&model).observe(req.started.elapsed().as_secs_f64());
+                let tally = Tally {
+                    metrics: snapshot.metrics.clone(),
+                    backend: backend.label(),
+                    user: req.user.to_string(),
+                    model: route.name.clone(),
+                };
+                let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight, tally);
                 let body = relay_stream(first, rest, finish, settings.first_byte_timeout);
                 return Forwarded { result: Ok(stream_response(&parts, body)), backend: last_backend, attempts };
             }
             Attempt::Retry(class, description) => {
                 route.record(index, Outcome::Failure(class), latency_ms, &request, &snapshot.policy);
+                count_attempt(snapshot, backend, Outcome::Failure(class));
                 tracing::debug!(backend = %backend.label(), class = class.as_str(), "attempt failed: {description}");
                 last = Some((class, description));
             }
         }
     }
 
+    count_retries(snapshot, route, attempts);
     let error = match last {
         None => GatewayError::no_backend(&route.name),
         Some(_) if !any_healthy_tried => GatewayError::no_backend(&route.name),
@@ -142,6 +163,35 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         Some((_, description)) => GatewayError::upstream_failed(attempts, &description),
     };
     Forwarded { result: Err(error), backend: last_backend, attempts }
+}
+
+fn count_attempt(snapshot: &Snapshot, backend: &RouteBackend, outcome: Outcome) {
+    let labels =
+        crate::metrics::AttemptLabels { backend: backend.label(), outcome: outcome_label(outcome).to_string() };
+    snapshot.metrics.attempts.get_or_create(&labels).inc();
+}
+
+pub(crate) fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::ClientError => "client_error",
+        Outcome::Failure(class) => class.as_str(),
+    }
+}
+
+fn count_retries(snapshot: &Snapshot, route: &Route, attempts: u32) {
+    if attempts > 1 {
+        let labels = crate::metrics::ModelLabels { model: route.name.clone() };
+        snapshot.metrics.retries.get_or_create(&labels).inc_by(u64::from(attempts - 1));
+    }
+}
+
+pub(crate) fn count_tokens(metrics: &crate::metrics::Metrics, user: &str, model: &str, usage: Usage) {
+    for (kind, n) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
+        let labels =
+            crate::metrics::TokenLabels { user: user.to_string(), model: model.to_string(), kind: kind.to_string() };
+        metrics.tokens.get_or_create(&labels).inc_by(n);
+    }
 }
 
 /// Whether the backend's provider may take another attempt of this request
@@ -232,13 +282,14 @@ async fn attempt_stream(snapshot: &Snapshot, request: Request<Full<Bytes>>, firs
 fn judge(parts: http::response::Parts, bytes: Bytes) -> Attempt {
     let status = parts.status;
     if status.is_success() {
-        return Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::Success);
+        let usage = usage::of_json(&bytes);
+        return Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::Success, usage);
     }
     match ErrorClass::from_status(status.as_u16()) {
         Some(class) => Attempt::Retry(class, format!("upstream answered {}", status.as_u16())),
         // The caller's own bad request: hand the provider's explanation back.
         None if status.is_client_error() => {
-            Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError)
+            Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError, None)
         }
         None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16())),
     }

@@ -5,6 +5,7 @@ pub mod body;
 mod client;
 mod forward;
 mod stream;
+pub mod usage;
 
 pub use body::RequestBody;
 pub use client::UpstreamClient;

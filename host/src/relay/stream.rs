@@ -20,8 +20,17 @@ use crate::health::{CircuitPolicy, ErrorClass, InFlight, Outcome};
 use crate::plugin::strategy::wit;
 use crate::server::body::BerryBody;
 
+/// The metrics a stream reports when it ends.
+pub struct Tally {
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub backend: String,
+    pub user: String,
+    pub model: String,
+}
+
 /// What to record when the stream ends.
 pub struct Finish {
+    tally: Tally,
     route: Arc<Route>,
     index: u32,
     request: wit::Request,
@@ -39,12 +48,22 @@ impl Finish {
         policy: CircuitPolicy,
         first_byte_ms: f64,
         in_flight: InFlight,
+        tally: Tally,
     ) -> Self {
-        Finish { route, index, request, policy, first_byte_ms, _in_flight: in_flight }
+        Finish { tally, route, index, request, policy, first_byte_ms, _in_flight: in_flight }
     }
 
-    fn record(self, outcome: Outcome) {
+    fn record(self, outcome: Outcome, usage: Option<super::usage::Usage>) {
         self.route.record(self.index, outcome, self.first_byte_ms, &self.request, &self.policy);
+        let t = &self.tally;
+        let labels = crate::metrics::AttemptLabels {
+            backend: t.backend.clone(),
+            outcome: super::forward::outcome_label(outcome).to_string(),
+        };
+        t.metrics.attempts.get_or_create(&labels).inc();
+        if let Some(u) = usage {
+            super::forward::count_tokens(&t.metrics, &t.user, &t.model, u);
+        }
     }
 }
 
@@ -56,6 +75,7 @@ struct RelayStream {
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
     done: bool,
+    usage: super::usage::SseUsage,
 }
 
 pub fn relay_stream(first: Option<Bytes>, upstream: Incoming, finish: Finish, idle_timeout: Duration) -> BerryBody {
@@ -66,6 +86,7 @@ pub fn relay_stream(first: Option<Bytes>, upstream: Incoming, finish: Finish, id
         idle_timeout,
         idle: Box::pin(tokio::time::sleep(idle_timeout)),
         done: false,
+        usage: super::usage::SseUsage::default(),
     }
     .boxed_unsync()
 }
@@ -87,7 +108,7 @@ impl RelayStream {
         self.done = true;
         if let Some(finish) = self.finish.take() {
             tracing::warn!(route = %finish.route.name, class = class.as_str(), "upstream stream failed mid-way: {message}");
-            finish.record(Outcome::Failure(class));
+            finish.record(Outcome::Failure(class), None);
         }
         Poll::Ready(Some(Ok(Frame::data(error_event(message)))))
     }
@@ -100,6 +121,7 @@ impl Body for RelayStream {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         if let Some(first) = this.first.take() {
+            this.usage.feed(&first);
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         if this.done {
@@ -112,6 +134,7 @@ impl Body for RelayStream {
                     this.idle.as_mut().reset(deadline);
                     // Trailers have no place in an SSE response; data passes as is.
                     if let Ok(data) = frame.into_data() {
+                        this.usage.feed(&data);
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
@@ -121,7 +144,7 @@ impl Body for RelayStream {
                 Poll::Ready(None) => {
                     this.done = true;
                     if let Some(finish) = this.finish.take() {
-                        finish.record(Outcome::Success);
+                        finish.record(Outcome::Success, this.usage.found);
                     }
                     return Poll::Ready(None);
                 }

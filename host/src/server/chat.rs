@@ -22,6 +22,7 @@ pub async fn relay(
     log: &mut RequestLog,
 ) -> Result<Response<BerryBody>, GatewayError> {
     let settings = &snapshot.config.settings;
+    log.relay = true;
     let (parts, body) = request.into_parts();
 
     // === read === (bounded in size and time: a slow or huge upload cannot pin memory)
@@ -48,6 +49,7 @@ pub async fn relay(
         GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", body.model))
             .with_param("model")
     })?;
+    log.route = Some(route.name.clone());
     if !allowed(&principal, &body.model) {
         return Err(GatewayError::forbidden(
             "model_not_allowed",
@@ -69,6 +71,17 @@ pub async fn relay(
         })?),
     };
 
+    // === rate limit ===
+    let decision = snapshot.limiter.check(&principal.id, &principal.limits);
+    if let Some(d) = decision.as_ref().filter(|d| !d.allowed) {
+        snapshot.metrics.rate_limited.get_or_create(&crate::metrics::UserLabels { user: principal.id.clone() }).inc();
+        let error = GatewayError::rate_limited(d.limit, d.reset);
+        log.error = Some(error.code);
+        let mut response = error.into_response();
+        rate_limit_headers(response.headers_mut(), d);
+        return Ok(response);
+    }
+
     // === select → upstream → stream back ===
     let forwarded = relay::forward(relay::ForwardRequest {
         snapshot,
@@ -78,11 +91,26 @@ pub async fn relay(
         user_tags: &principal.tags,
         pin,
         request_id: &log.request_id,
+        user: &principal.id,
+        started: log.started,
     })
     .await;
     log.backend = forwarded.backend;
     log.attempts = forwarded.attempts;
-    forwarded.result
+    let mut response = forwarded.result?;
+    if let Some(d) = &decision {
+        rate_limit_headers(response.headers_mut(), d);
+    }
+    Ok(response)
+}
+
+/// OpenAI's `x-ratelimit-*` request headers.
+fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::ratelimit::Decision) {
+    headers.insert("x-ratelimit-limit-requests", http::HeaderValue::from(d.limit));
+    headers.insert("x-ratelimit-remaining-requests", http::HeaderValue::from(d.remaining));
+    if let Ok(v) = http::HeaderValue::try_from(format!("{:.3}s", d.reset.as_secs_f64())) {
+        headers.insert("x-ratelimit-reset-requests", v);
+    }
 }
 
 async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, GatewayError> {

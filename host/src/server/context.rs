@@ -11,7 +11,12 @@ pub struct RequestLog {
     pub method: http::Method,
     pub path: String,
     pub user: Option<String>,
+    /// The model as the client wrote it (logs only).
     pub model: Option<String>,
+    /// The configured route the model resolved to (safe as a metrics label).
+    pub route: Option<String>,
+    /// A relayed request (chat, completions, embeddings): counted in request metrics.
+    pub relay: bool,
     pub backend: Option<String>,
     pub attempts: u32,
     pub stream: bool,
@@ -27,11 +32,31 @@ impl RequestLog {
             path,
             user: None,
             model: None,
+            route: None,
+            relay: false,
             backend: None,
             attempts: 0,
             stream: false,
             error: None,
         }
+    }
+
+    /// Count a relayed request in the metrics.
+    pub fn count(&self, metrics: &crate::metrics::Metrics, status: u16) {
+        if !self.relay {
+            return;
+        }
+        let model = self.route.clone().unwrap_or_else(|| "-".to_string());
+        let labels = crate::metrics::RequestLabels {
+            model: model.clone(),
+            backend: self.backend.clone().unwrap_or_else(|| "-".to_string()),
+            status: crate::metrics::status_class(status),
+        };
+        metrics.requests.get_or_create(&labels).inc();
+        metrics
+            .request_seconds
+            .get_or_create(&crate::metrics::ModelLabels { model })
+            .observe(self.started.elapsed().as_secs_f64());
     }
 
     /// One line per request. Never the token or a provider key: only ids and names.

@@ -43,6 +43,33 @@ pub fn short_health(snapshot: &Snapshot) -> Response<BerryBody> {
     json_response(status, &json!({ "status": word }))
 }
 
+/// One backend's health as JSON (shared by `/health` and the status page).
+pub fn backend_json(b: &crate::gateway::RouteBackend, v: &crate::health::HealthView) -> Value {
+    let (circuit, stage) = match v.circuit {
+        CircuitView::Closed => ("closed", None),
+        CircuitView::Open => ("open", None),
+        CircuitView::HalfOpen { stage } => ("half_open", Some(stage)),
+    };
+    let errors: serde_json::Map<String, Value> =
+        ErrorClass::ALL.iter().map(|c| (c.as_str().to_string(), json!(v.errors[*c as usize]))).collect();
+    json!({
+        "provider": b.config.provider,
+        "model": b.config.model,
+        "enabled": b.enabled(),
+        "healthy": b.enabled() && v.circuit.healthy(),
+        "circuit": circuit,
+        "recovery_stage": stage,
+        "recovery_factor": v.circuit.recovery_factor(),
+        "latency_ms": v.latency_ms,
+        "in_flight": v.in_flight,
+        "consecutive_failures": v.consecutive_failures,
+        "successes": v.successes,
+        "errors": errors,
+        "last_failure_ms": (v.last_failure_ms > 0).then_some(v.last_failure_ms),
+        "score": v.score,
+    })
+}
+
 /// `GET /health`: every model's backends with circuit state, recovery stage,
 /// latency and error counts. 200 while any route can be served, else 503.
 pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
@@ -51,38 +78,8 @@ pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
         .route_order
         .iter()
         .map(|route| {
-            let backends: Vec<Value> = route
-                .backends
-                .iter()
-                .map(|b| {
-                    let v = b.health.view(now, &snapshot.policy);
-                    let (circuit, stage) = match v.circuit {
-                        CircuitView::Closed => ("closed", None),
-                        CircuitView::Open => ("open", None),
-                        CircuitView::HalfOpen { stage } => ("half_open", Some(stage)),
-                    };
-                    let errors: serde_json::Map<String, Value> = ErrorClass::ALL
-                        .iter()
-                        .map(|c| (c.as_str().to_string(), json!(v.errors[*c as usize])))
-                        .collect();
-                    json!({
-                        "provider": b.config.provider,
-                        "model": b.config.model,
-                        "enabled": b.enabled(),
-                        "healthy": b.enabled() && v.circuit.healthy(),
-                        "circuit": circuit,
-                        "recovery_stage": stage,
-                        "recovery_factor": v.circuit.recovery_factor(),
-                        "latency_ms": v.latency_ms,
-                        "in_flight": v.in_flight,
-                        "consecutive_failures": v.consecutive_failures,
-                        "successes": v.successes,
-                        "errors": errors,
-                        "last_failure_ms": (v.last_failure_ms > 0).then_some(v.last_failure_ms),
-                        "score": v.score,
-                    })
-                })
-                .collect();
+            let backends: Vec<Value> =
+                route.backends.iter().map(|b| backend_json(b, &b.health.view(now, &snapshot.policy))).collect();
             let healthy =
                 route.backends.iter().any(|b| b.enabled() && b.health.view(now, &snapshot.policy).circuit.healthy());
             json!({

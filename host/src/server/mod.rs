@@ -8,6 +8,8 @@ mod context;
 mod info;
 mod plugins;
 mod router;
+mod scrape;
+mod status;
 
 use std::future::Future;
 use std::net::SocketAddr;

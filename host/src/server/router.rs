@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::body::BerryBody;
 use super::context::{RequestLog, request_id};
-use super::{admin, chat, info, plugins};
+use super::{admin, chat, info, plugins, scrape, status};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
@@ -27,6 +27,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Result
         e.into_response()
     });
     response.headers_mut().insert("x-request-id", id);
+    log.count(&snapshot.metrics, response.status().as_u16());
     log.emit(response.status().as_u16());
     Ok(response)
 }
@@ -66,6 +67,19 @@ async fn dispatch(
     match (request.uri().path(), method) {
         ("/v1/models" | "/models", Method::GET) => info::models(snapshot, request.headers(), log),
         ("/v1/health", Method::GET) => Ok(info::short_health(snapshot)),
+        ("/status", Method::GET) => Ok(status::page()),
+        ("/status.json", Method::GET) => {
+            if snapshot.config.settings.protect_status {
+                admin::require_admin(snapshot, request.headers())?;
+            }
+            Ok(status::data(snapshot))
+        }
+        ("/metrics", Method::GET) => {
+            if snapshot.config.settings.protect_metrics {
+                admin::require_admin(snapshot, request.headers())?;
+            }
+            Ok(scrape::metrics(snapshot))
+        }
         ("/health", Method::GET) => Ok(info::health(snapshot)),
         ("/v1/models" | "/models" | "/v1/health" | "/health", _) => Err(GatewayError::method_not_allowed()),
         (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),

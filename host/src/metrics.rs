@@ -1,0 +1,200 @@
+//! Prometheus metrics (`GET /metrics`), with `prometheus-client`.
+//!
+//! Hot-path metrics are counters and histograms updated where things happen. Health,
+//! circuit, recovery and effective-weight gauges are read from the live snapshot at
+//! scrape time. Labels are bounded: configured model, backend and plugin names, user
+//! ids, status classes — never request ids, tokens or client-supplied strings.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// A configured model name, or "-" when the request named none we know.
+    pub model: String,
+    /// "provider/model" of the backend that answered, or "-".
+    pub backend: String,
+    /// "2xx", "4xx", "5xx".
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub backend: String,
+    /// "success", "client_error", or the error class.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabels {
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub user: String,
+    pub model: String,
+    /// "prompt" or "completion".
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WeightLabels {
+    pub route: String,
+    pub provider: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// "ok" or "rejected".
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<ModelLabels, Histogram>,
+    pub first_byte_seconds: Family<ModelLabels, Histogram>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub retries: Family<ModelLabels, Counter>,
+    pub rate_limited: Family<UserLabels, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    pub plugin_failures: Family<PluginLabels, Counter>,
+    pub plugin_call_seconds: Family<PluginLabels, Histogram>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub backend_healthy: Family<BackendLabels, Gauge>,
+    /// 0 closed, 1 half-open (recovering), 2 open.
+    pub backend_circuit: Family<BackendLabels, Gauge>,
+    pub backend_recovery: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub backend_in_flight: Family<BackendLabels, Gauge>,
+    pub effective_weight: Family<WeightLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub plugin_quarantined: Family<PluginLabels, Gauge>,
+    /// Scrapes refresh the gauges; one at a time.
+    pub scrape: Mutex<()>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+fn plugin_histogram() -> Histogram {
+    // 1 µs … ~65 ms: plugin calls are microseconds; the tail is the deadline.
+    Histogram::new(exponential_buckets(0.000_001, 2.0, 17))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("berry");
+        let requests = Family::default();
+        let request_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let first_byte_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let plugin_call_seconds = Family::new_with_constructor(plugin_histogram as fn() -> Histogram);
+        let m = Metrics {
+            requests,
+            request_seconds: request_seconds.clone(),
+            first_byte_seconds: first_byte_seconds.clone(),
+            attempts: Family::default(),
+            retries: Family::default(),
+            rate_limited: Family::default(),
+            tokens: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_call_seconds: plugin_call_seconds.clone(),
+            reloads: Family::default(),
+            backend_healthy: Family::default(),
+            backend_circuit: Family::default(),
+            backend_recovery: Family::default(),
+            backend_in_flight: Family::default(),
+            effective_weight: Family::default(),
+            plugin_quarantined: Family::default(),
+            scrape: Mutex::new(()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Relayed requests by model, answering backend and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Total request latency (to the last byte for non-streams, to the first for streams)",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Streaming: time until the first upstream byte reached the client",
+            m.first_byte_seconds.clone(),
+        );
+        registry.register("upstream_attempts", "Upstream attempts by backend and outcome", m.attempts.clone());
+        registry.register("upstream_retries", "Attempts beyond the first, by model", m.retries.clone());
+        registry.register("rate_limit_rejections", "Requests refused by a user's rate limit", m.rate_limited.clone());
+        registry.register("tokens", "Tokens reported in upstream usage, by user, model and kind", m.tokens.clone());
+        registry.register("plugin_calls", "Calls into plugins", m.plugin_calls.clone());
+        registry.register(
+            "plugin_failures",
+            "Plugin calls that trapped, timed out or ran out of memory",
+            m.plugin_failures.clone(),
+        );
+        registry.register("plugin_call_duration_seconds", "Plugin call latency", m.plugin_call_seconds.clone());
+        registry.register("reloads", "Configuration reloads and plugin swaps, by result", m.reloads.clone());
+        registry.register("backend_healthy", "1 when the backend's circuit is not open", m.backend_healthy.clone());
+        registry.register(
+            "backend_circuit_state",
+            "0 closed, 1 half-open (recovering), 2 open",
+            m.backend_circuit.clone(),
+        );
+        registry.register(
+            "backend_recovery_factor",
+            "Share of its weight the backend gets (0.1, 0.3, 0.5, 1)",
+            m.backend_recovery.clone(),
+        );
+        registry.register("backend_in_flight", "Requests in flight on the backend", m.backend_in_flight.clone());
+        registry.register(
+            "effective_weight",
+            "The weight the route's strategy uses now for the backend",
+            m.effective_weight.clone(),
+        );
+        registry.register("plugin_quarantined", "1 while the plugin is quarantined", m.plugin_quarantined.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The registry in Prometheus/OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// "2xx", "4xx", "5xx" for a status code.
+pub fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}

@@ -1,0 +1,59 @@
+//! `GET /metrics`: refresh the scrape-time gauges from the live snapshot, then encode.
+
+use http::{HeaderValue, Response, header};
+
+use super::body::{BerryBody, full};
+use crate::gateway::{Snapshot, to_wit_state};
+use crate::health::{CircuitView, now_ms};
+use crate::metrics::{BackendLabels, PluginLabels, WeightLabels};
+
+pub fn metrics(snapshot: &Snapshot) -> Response<BerryBody> {
+    let m = &snapshot.metrics;
+    let text = {
+        let _one_scrape_at_a_time = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        // Clear first: a backend removed by a reload stops being reported.
+        m.backend_healthy.clear();
+        m.backend_circuit.clear();
+        m.backend_recovery.clear();
+        m.backend_in_flight.clear();
+        m.effective_weight.clear();
+        m.plugin_quarantined.clear();
+        let now = now_ms();
+        for route in &snapshot.route_order {
+            let states: Vec<_> =
+                route.backends.iter().map(|b| to_wit_state(&b.health, now, &snapshot.policy)).collect();
+            let weights = route.strategy.explain(&route.probe_request(now), &states).unwrap_or_default();
+            for (i, b) in route.backends.iter().enumerate() {
+                let labels = BackendLabels { provider: b.config.provider.clone(), model: b.config.model.clone() };
+                let view = b.health.view(now, &snapshot.policy);
+                m.backend_healthy.get_or_create(&labels).set(i64::from(b.enabled() && view.circuit.healthy()));
+                let circuit = match view.circuit {
+                    CircuitView::Closed => 0,
+                    CircuitView::HalfOpen { .. } => 1,
+                    CircuitView::Open => 2,
+                };
+                m.backend_circuit.get_or_create(&labels).set(circuit);
+                m.backend_recovery.get_or_create(&labels).set(view.circuit.recovery_factor());
+                m.backend_in_flight.get_or_create(&labels).set(i64::from(view.in_flight));
+                if let Some(e) = weights.get(i) {
+                    let labels =
+                        WeightLabels { route: route.name.clone(), provider: labels.provider, model: labels.model };
+                    m.effective_weight.get_or_create(&labels).set(e.weight);
+                }
+            }
+        }
+        let now = now_ms();
+        let plugins = snapshot.strategies.values().map(|p| p.compiled()).chain([snapshot.auth.compiled()]);
+        for p in plugins {
+            let labels = PluginLabels { plugin: p.name.to_string() };
+            m.plugin_quarantined.get_or_create(&labels).set(i64::from(p.stats.quarantined(now)));
+        }
+        m.encode()
+    };
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
