@@ -51,6 +51,23 @@ pub trait Strategy: Sized + 'static {
     }
 }
 
+/// Build explanations for a strategy whose primary is decided, not drawn: the
+/// backends in `first` share the pick probability evenly (one backend: it is
+/// always primary; a rotation: each in turn). Weights are the configured weights
+/// scaled by recovery, as `select` sees them.
+pub fn explain_primary(ctx: &Context, first: &[u32]) -> Vec<Explanation> {
+    (0..ctx.len())
+        .map(|i| Explanation {
+            weight: ctx.recovering_weight(i),
+            probability: if first.contains(&i) { 1.0 / first.len() as f64 } else { 0.0 },
+            factors: vec![
+                ("weight".to_string(), ctx.backend(i).weight),
+                ("recovery".to_string(), ctx.state(i).recovery_factor),
+            ],
+        })
+        .collect()
+}
+
 /// Build explanations for weighted choice with `exploration` (a share of requests
 /// spread evenly over the backends with weight > 0): probability of backend i is
 /// `(1 − exploration)·wᵢ/Σw + exploration/n`.

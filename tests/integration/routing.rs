@@ -160,3 +160,29 @@ async fn retries_are_bounded_by_max_retries() {
     let hits: u64 = mocks.iter().map(|m| m.state.chat.load(std::sync::atomic::Ordering::Relaxed)).sum();
     assert_eq!(hits, 2, "1 attempt + max_retries = 1");
 }
+
+#[tokio::test]
+async fn decided_strategies_explain_their_primary() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    let named = [("a", &a), ("b", &b), ("c", &c)];
+    let failover = TestGateway::start(&config(
+        "failover",
+        &named,
+        &["priority = 2", "priority = 1", "priority = 3"],
+        "admin_token = \"adm\"",
+    ))
+    .await;
+    let shown = failover.get("/smart-ai/models/m/weights", Some("adm")).await.json();
+    let p: Vec<f64> = shown["models"][0]["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["probability"].as_f64().unwrap_or(-1.0))
+        .collect();
+    assert_eq!(p, [0.0, 1.0, 0.0], "{shown}");
+    let rr = TestGateway::start(&config("round_robin", &named, &[], "admin_token = \"adm\"")).await;
+    let shown = rr.get("/smart-ai/models/m/weights", Some("adm")).await.json();
+    for b in shown["models"][0]["backends"].as_array().expect("backends") {
+        assert!((b["probability"].as_f64().unwrap_or(0.0) - 1.0 / 3.0).abs() < 1e-9, "{shown}");
+    }
+}

@@ -1,7 +1,7 @@
 //! `failover`: by `priority` ascending (ties broken by higher weight, then
 //! configuration order); the first healthy backend is the primary.
 
-use berry_plugin_sdk::strategy::{Context, Strategy};
+use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_primary};
 
 struct Failover;
 
@@ -24,6 +24,11 @@ impl Strategy for Failover {
         later.sort_by(by_priority);
         order.extend(later);
         order
+    }
+
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        let primary: Vec<u32> = self.select(ctx).into_iter().take(1).collect();
+        explain_primary(ctx, &primary)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `least_latency`: lowest moving-average latency first. Backends with no latency data
 //! yet (and no failures) go first, so they get measured.
 
-use berry_plugin_sdk::strategy::{Context, Strategy};
+use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_primary};
 
 struct LeastLatency;
 
@@ -29,6 +29,11 @@ impl Strategy for LeastLatency {
         later.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
         order.extend(later);
         order
+    }
+
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        let primary: Vec<u32> = self.select(ctx).into_iter().take(1).collect();
+        explain_primary(ctx, &primary)
     }
 }
 

@@ -1,6 +1,6 @@
 //! `random`: a uniformly random order of the healthy backends.
 
-use berry_plugin_sdk::strategy::{Context, Strategy, next_random};
+use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_primary, next_random};
 
 struct Random;
 
@@ -24,6 +24,11 @@ impl Strategy for Random {
         }
         order.extend(later);
         order
+    }
+
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        let (uniform, _) = ctx.admitted();
+        explain_primary(ctx, &uniform)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `round_robin`: healthy backends in turn, driven by the host's per-model request
 //! sequence number, so every instance (and every swapped-in version) agrees.
 
-use berry_plugin_sdk::strategy::{Context, Strategy};
+use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_primary};
 
 struct RoundRobin;
 
@@ -18,6 +18,12 @@ impl Strategy for RoundRobin {
         }
         order.extend(later);
         order
+    }
+
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        // Every admitted backend takes its turn as primary.
+        let (rotation, _) = ctx.admitted();
+        explain_primary(ctx, &rotation)
     }
 }
 
