@@ -204,6 +204,11 @@ fn spawn_berry(
     (child, format!("http://{addr}"), rx2)
 }
 
+/// Wait for the process to exit, off the test's runtime thread.
+async fn exit_of(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait")
+}
+
 fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
@@ -246,13 +251,7 @@ async fn sigterm_lets_twenty_open_streams_finish() {
         assert!(text.ends_with("data: [DONE]\n\n"), "stream {i} incomplete: {text}");
     }
     let started = std::time::Instant::now();
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = child;
-        child.wait()
-    })
-    .await
-    .expect("join")
-    .expect("wait");
+    let status = exit_of(child).await;
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(20), "exited within the drain timeout");
 }
@@ -335,13 +334,7 @@ enabled = false
     let reload = send(Method::POST, &format!("{base}/admin/reload"), Some(secrets[4]), None).await;
     outputs.push(String::from_utf8_lossy(&reload.body).to_string());
     sigterm(&child);
-    let status = tokio::task::spawn_blocking(move || {
-        let mut child = child;
-        child.wait()
-    })
-    .await
-    .expect("join")
-    .expect("wait");
+    let status = exit_of(child).await;
     assert_eq!(status.code(), Some(0));
     let lines: Vec<String> = log.try_iter().collect();
     assert!(lines.len() > 10, "expected a trace log: {lines:?}");
