@@ -60,9 +60,19 @@ impl Route {
         }
     }
 
+    /// The strategy's explanation of every backend now (weight, pick probability,
+    /// factors): what the weights endpoint, the status page and the metrics show.
+    pub fn explain(
+        &self,
+        now: u64,
+        policy: &CircuitPolicy,
+    ) -> Result<Vec<wit::Explanation>, crate::plugin::PluginError> {
+        self.strategy.explain(&self.probe_request(now), &self.states(now, policy))
+    }
+
     /// A request record for looking, not routing (`explain`): it does not advance
     /// the sequence.
-    pub fn probe_request(&self, now: u64) -> wit::Request {
+    fn probe_request(&self, now: u64) -> wit::Request {
         wit::Request {
             route: self.strategy_index,
             sequence: self.sequence.load(Ordering::Relaxed),

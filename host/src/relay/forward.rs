@@ -125,7 +125,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         match attempt {
             Attempt::Answer(response, outcome, usage) => {
                 route.record(index, outcome, latency_ms, &request, &snapshot.policy);
-                count_attempt(snapshot, backend, outcome);
+                count_attempt(&snapshot.metrics, backend.label(), outcome);
                 count_retries(snapshot, route, attempts);
                 if let Some(u) = usage {
                     count_tokens(&snapshot.metrics, req.user, &route.name, u);
@@ -148,7 +148,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
             }
             Attempt::Retry(class, description) => {
                 route.record(index, Outcome::Failure(class), latency_ms, &request, &snapshot.policy);
-                count_attempt(snapshot, backend, Outcome::Failure(class));
+                count_attempt(&snapshot.metrics, backend.label(), Outcome::Failure(class));
                 tracing::debug!(backend = %backend.label(), class = class.as_str(), "attempt failed: {description}");
                 last = Some((class, description));
             }
@@ -165,13 +165,12 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
     Forwarded { result: Err(error), backend: last_backend, attempts }
 }
 
-fn count_attempt(snapshot: &Snapshot, backend: &RouteBackend, outcome: Outcome) {
-    let labels =
-        crate::metrics::AttemptLabels { backend: backend.label(), outcome: outcome_label(outcome).to_string() };
-    snapshot.metrics.attempts.get_or_create(&labels).inc();
+pub(crate) fn count_attempt(metrics: &crate::metrics::Metrics, backend: String, outcome: Outcome) {
+    let labels = crate::metrics::AttemptLabels { backend, outcome: outcome_label(outcome).to_string() };
+    metrics.attempts.get_or_create(&labels).inc();
 }
 
-pub(crate) fn outcome_label(outcome: Outcome) -> &'static str {
+fn outcome_label(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Success => "success",
         Outcome::ClientError => "client_error",

@@ -56,11 +56,7 @@ impl Finish {
     fn record(self, outcome: Outcome, usage: Option<super::usage::Usage>) {
         self.route.record(self.index, outcome, self.first_byte_ms, &self.request, &self.policy);
         let t = &self.tally;
-        let labels = crate::metrics::AttemptLabels {
-            backend: t.backend.clone(),
-            outcome: super::forward::outcome_label(outcome).to_string(),
-        };
-        t.metrics.attempts.get_or_create(&labels).inc();
+        super::forward::count_attempt(&t.metrics, t.backend.clone(), outcome);
         if let Some(u) = usage {
             super::forward::count_tokens(&t.metrics, &t.user, &t.model, u);
         }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::auth::token;
 use super::body::{BerryBody, json_response};
 use crate::error::GatewayError;
-use crate::gateway::{Route, Snapshot, to_wit_state};
+use crate::gateway::{Route, Snapshot};
 use crate::health::{CircuitView, now_ms};
 
 /// Admit the request only with the admin token (compared in constant time).
@@ -52,8 +52,7 @@ pub fn weights(
 
 fn route_weights(snapshot: &Snapshot, route: &Route) -> Value {
     let now = now_ms();
-    let states: Vec<_> = route.backends.iter().map(|b| to_wit_state(&b.health, now, &snapshot.policy)).collect();
-    let explained = route.strategy.explain(&route.probe_request(now), &states);
+    let explained = route.explain(now, &snapshot.policy);
     let error = explained.as_ref().err().map(ToString::to_string);
     let explained = explained.unwrap_or_default();
     let backends: Vec<Value> = route

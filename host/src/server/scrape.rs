@@ -3,7 +3,7 @@
 use http::{HeaderValue, Response, header};
 
 use super::body::{BerryBody, full};
-use crate::gateway::{Snapshot, to_wit_state};
+use crate::gateway::Snapshot;
 use crate::health::{CircuitView, now_ms};
 use crate::metrics::{BackendLabels, PluginLabels, WeightLabels};
 
@@ -20,9 +20,7 @@ pub fn metrics(snapshot: &Snapshot) -> Response<BerryBody> {
         m.plugin_quarantined.clear();
         let now = now_ms();
         for route in &snapshot.route_order {
-            let states: Vec<_> =
-                route.backends.iter().map(|b| to_wit_state(&b.health, now, &snapshot.policy)).collect();
-            let weights = route.strategy.explain(&route.probe_request(now), &states).unwrap_or_default();
+            let weights = route.explain(now, &snapshot.policy).unwrap_or_default();
             for (i, b) in route.backends.iter().enumerate() {
                 let labels = BackendLabels { provider: b.config.provider.clone(), model: b.config.model.clone() };
                 let view = b.health.view(now, &snapshot.policy);

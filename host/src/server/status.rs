@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::body::{BerryBody, full, json_response};
 use super::info::backend_json;
-use crate::gateway::{Snapshot, to_wit_state};
+use crate::gateway::Snapshot;
 use crate::health::now_ms;
 
 const PAGE: &str = include_str!("status.html");
@@ -31,8 +31,7 @@ pub fn data(snapshot: &Snapshot) -> Response<BerryBody> {
         .route_order
         .iter()
         .map(|route| {
-            let states: Vec<_> = route.backends.iter().map(|b| to_wit_state(&b.health, now, &snapshot.policy)).collect();
-            let explained = route.strategy.explain(&route.probe_request(now), &states).unwrap_or_default();
+            let explained = route.explain(now, &snapshot.policy).unwrap_or_default();
             let backends: Vec<Value> = route
                 .backends
                 .iter()
