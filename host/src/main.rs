@@ -82,6 +82,9 @@ struct MockArgs {
     fail_status: Option<u16>,
     #[arg(long, default_value_t = 1.0)]
     fail_rate: f64,
+    /// Stamp every SSE event with a `: sent_us=…` comment (latency benchmarks).
+    #[arg(long)]
+    stamp: bool,
 }
 
 fn main() -> ExitCode {
@@ -231,6 +234,7 @@ async fn mock_provider(args: MockArgs) -> ExitCode {
         chunk_delay_ms: args.chunk_delay_ms,
         fail: args.fail_status.map_or(FailMode::None, FailMode::Status),
         fail_rate: args.fail_rate.clamp(0.0, 1.0),
+        stamp: args.stamp,
         ..MockSettings::default()
     };
     let server = match MockServer::start(&format!("{}:{}", args.host, args.port), settings).await {

@@ -17,6 +17,13 @@ pub trait AuthPolicy: Sized + 'static {
     fn new(config: &str, users: Vec<UserInfo>) -> Result<Self, String>;
 
     fn authorize(&self, request: &AuthRequest) -> Result<Principal, Denial>;
+
+    /// The request headers `authorize` reads from [`AuthRequest::headers`]. The host
+    /// sends only these (asked once, after `new`), so headers cost nothing per
+    /// request to a policy that needs none. Credential headers are never sent.
+    fn headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Denial {
@@ -52,11 +59,12 @@ thread_local! {
 }
 
 #[doc(hidden)]
-pub fn __configure<T: AuthPolicy>(config: String, users: Vec<UserInfo>) -> Result<(), String> {
+pub fn __configure<T: AuthPolicy>(config: String, users: Vec<UserInfo>) -> Result<Vec<String>, String> {
     crate::install_panic_hook();
     let policy = T::new(&config, users)?;
+    let headers = policy.headers().into_iter().map(|h| h.to_ascii_lowercase()).collect();
     LOADED.with(|cell| *cell.borrow_mut() = Some(Box::new(policy)));
-    Ok(())
+    Ok(headers)
 }
 
 #[doc(hidden)]
@@ -105,7 +113,7 @@ macro_rules! export_auth {
             fn configure(
                 config: ::std::string::String,
                 users: ::std::vec::Vec<$crate::auth::UserInfo>,
-            ) -> ::std::result::Result<(), ::std::string::String> {
+            ) -> ::std::result::Result<::std::vec::Vec<::std::string::String>, ::std::string::String> {
                 $crate::auth::__configure::<$ty>(config, users)
             }
             fn authorize(

@@ -276,6 +276,52 @@ policy = "tenant_auth"
     gw.chat(TOKEN, &chat_body("m")).await.assert_error(401, "invalid_api_key");
 }
 
+/// An auth policy sees exactly the headers it asked for in `configure`: tenant_auth
+/// with `tenant_header` requires the tenant's name in that header.
+#[tokio::test]
+async fn an_auth_policy_gets_the_headers_it_asks_for() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use sha2::Digest;
+    let up = mock("up").await;
+    let hash: String = sha2::Sha256::digest(b"acme-key-1").iter().map(|b| format!("{b:02x}")).collect();
+    let mut toml = config("weighted_random", &[("up", &up)], &[], "");
+    toml.push_str(&format!(
+        r#"
+[plugins.tenant_auth]
+path = {:?}
+kind = "auth"
+[plugins.tenant_auth.config]
+tenant_header = "X-Tenant"
+[plugins.tenant_auth.config.tenants.acme]
+keys_sha256 = ["{hash}"]
+models = ["m"]
+
+[auth]
+policy = "tenant_auth"
+"#,
+        example_plugin("tenant_auth").display().to_string(),
+    ));
+    let gw = TestGateway::start(&toml).await;
+    assert_eq!(gw.gateway.snapshot().auth.headers(), ["x-tenant"]);
+    let chat = |tenant: Option<&'static str>| {
+        let mut request = http::Request::post(gw.url("/v1/chat/completions"))
+            .header("authorization", "Bearer acme-key-1")
+            .header("content-type", "application/json");
+        if let Some(t) = tenant {
+            request = request.header("x-tenant", t);
+        }
+        send_request(request.body(Full::new(Bytes::from(chat_body("m").to_string()))).expect("request"))
+    };
+    let ok = chat(Some("acme")).await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    // (The host maps a plugin's own denial codes to "forbidden"; the message is the plugin's.)
+    for wrong in [chat(Some("globex")).await, chat(None).await] {
+        wrong.assert_error(403, "forbidden");
+        assert!(String::from_utf8_lossy(&wrong.body).contains("does not belong to the tenant"));
+    }
+}
+
 #[tokio::test]
 async fn the_scaffold_builds_and_loads() {
     let root = repo_root().join("target").join("scaffold-test");

@@ -15,6 +15,11 @@
 //!
 //! The caller's key is hashed and looked up; the principal is `tenant:<name>` with
 //! the tenant's models and tags. Keys are configured only as hashes.
+//!
+//! With `tenant_header = "x-tenant"` in the config, callers must also name their
+//! tenant in that header, and a key used under another tenant's name is refused
+//! (403): a leaked key cannot be used by mistake against the wrong account. The
+//! policy asks the host for that one header (`AuthPolicy::headers`).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +31,8 @@ use sha2::{Digest, Sha256};
 #[serde(deny_unknown_fields)]
 struct Config {
     tenants: BTreeMap<String, Tenant>,
+    #[serde(default)]
+    tenant_header: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +50,8 @@ struct TenantAuth {
     /// SHA-256 of a key → tenant name.
     keys: BTreeMap<String, String>,
     tenants: BTreeMap<String, Tenant>,
+    /// The header callers name their tenant in, lowercase; `None`: not required.
+    tenant_header: Option<String>,
 }
 
 impl AuthPolicy for TenantAuth {
@@ -60,7 +69,8 @@ impl AuthPolicy for TenantAuth {
                 }
             }
         }
-        Ok(TenantAuth { keys, tenants: config.tenants })
+        let tenant_header = config.tenant_header.map(|h| h.to_ascii_lowercase());
+        Ok(TenantAuth { keys, tenants: config.tenants, tenant_header })
     }
 
     fn authorize(&self, request: &AuthRequest) -> Result<Principal, Denial> {
@@ -71,6 +81,12 @@ impl AuthPolicy for TenantAuth {
         let Some(name) = self.keys.get(&hash) else {
             return Err(Denial::unauthorized("invalid_api_key", "Incorrect API key provided."));
         };
+        if let Some(header) = &self.tenant_header {
+            let named = request.headers.iter().find(|(k, _)| k == header).map(|(_, v)| v.as_str());
+            if named != Some(name.as_str()) {
+                return Err(Denial::forbidden("tenant_mismatch", "This API key does not belong to the tenant named."));
+            }
+        }
         let tenant = &self.tenants[name];
         Ok(Principal {
             id: format!("tenant:{name}"),
@@ -79,6 +95,10 @@ impl AuthPolicy for TenantAuth {
             limits: RateLimits { per_minute: tenant.requests_per_minute, per_hour: None, per_day: None },
             admin: false,
         })
+    }
+
+    fn headers(&self) -> Vec<String> {
+        self.tenant_header.iter().cloned().collect()
     }
 }
 

@@ -193,6 +193,7 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let cut = break_mid_stream.then_some(frames.len() / 2);
     let delay = Duration::from_millis(settings.chunk_delay_ms);
+    let stamp = settings.stamp;
     let stream = futures_util::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -200,6 +201,7 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
         if cut == Some(i) {
             return Err(std::io::Error::other("mock breaks the stream"));
         }
+        let frame = if stamp { stamped(&frame) } else { frame };
         Ok::<_, std::io::Error>(Frame::data(frame))
     });
     // An error item aborts the chunked response: the client sees a broken stream.
@@ -208,6 +210,14 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// `frame` preceded by a `: sent_us=…` SSE comment carrying the time now.
+fn stamped(frame: &[u8]) -> Bytes {
+    let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let mut out = format!(": sent_us={us}\n").into_bytes();
+    out.extend_from_slice(frame);
+    Bytes::from(out)
 }
 
 fn split_even(text: &str, parts: usize) -> Vec<String> {

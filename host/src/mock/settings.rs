@@ -34,6 +34,10 @@ pub struct MockSettings {
     pub fail_rate: f64,
     /// Prefix every SSE event with `id:` and `event:` lines (pass-through tests).
     pub sse_ids: bool,
+    /// Precede every SSE event with a `: sent_us=<µs since the epoch>` comment,
+    /// stamped as the frame is sent: a client on the same machine reads each chunk's
+    /// latency off it (the load benchmark). Comments are passed through untouched.
+    pub stamp: bool,
     /// Model ids served by `/models`; empty means it lists the model "mock".
     pub models: Vec<String>,
 }
@@ -48,6 +52,7 @@ impl Default for MockSettings {
             fail: FailMode::None,
             fail_rate: 1.0,
             sse_ids: false,
+            stamp: false,
             models: Vec::new(),
         }
     }
@@ -63,6 +68,7 @@ pub struct MockUpdate {
     pub fail: Option<FailMode>,
     pub fail_rate: Option<f64>,
     pub sse_ids: Option<bool>,
+    pub stamp: Option<bool>,
 }
 
 impl MockSettings {
@@ -85,6 +91,9 @@ impl MockSettings {
         if let Some(v) = u.sse_ids {
             self.sse_ids = v;
         }
+        if let Some(v) = u.stamp {
+            self.stamp = v;
+        }
     }
 
     /// Parse `mock://name?latency_ms=5&chunks=8&chunk_delay_ms=10&fail=500&fail_rate=0.3&sse_ids=true`.
@@ -103,6 +112,7 @@ impl MockSettings {
                 "chunk_delay_ms" => s.chunk_delay_ms = value.parse().map_err(|_| bad())?,
                 "fail_rate" => s.fail_rate = value.parse::<f64>().map_err(|_| bad())?.clamp(0.0, 1.0),
                 "sse_ids" => s.sse_ids = value.parse().map_err(|_| bad())?,
+                "stamp" => s.stamp = value.parse().map_err(|_| bad())?,
                 "models" => s.models = value.split(',').map(str::to_string).collect(),
                 "fail" => {
                     s.fail = match value {

@@ -26,6 +26,8 @@ impl Kind for AuthKind {
     type Bindings = Bindings;
     type Pre = AuthPluginPre<HostState>;
     type Data = Vec<wit::UserInfo>;
+    /// The request headers the policy reads.
+    type Answer = Vec<String>;
     const NAME: &'static str = "auth";
 
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {
@@ -42,7 +44,7 @@ impl Kind for AuthKind {
         store: &mut Store<HostState>,
         config: &str,
         users: &Self::Data,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<Vec<String>, String>> {
         b.berry_gateway_auth().call_configure(store, config, users)
     }
 }
@@ -69,6 +71,11 @@ impl AuthPlugin {
 
     pub fn stats(&self) -> &CallStats {
         &self.0.pool.stats
+    }
+
+    /// The request headers (lowercase names) the policy asked to see.
+    pub fn headers(&self) -> &[String] {
+        &self.0.answer
     }
 
     pub fn authorize(&self, request: &wit::AuthRequest) -> Result<Result<wit::Principal, wit::Denial>, PluginError> {

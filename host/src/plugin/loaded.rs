@@ -17,6 +17,8 @@ pub trait Kind {
     type Pre;
     /// What `configure` receives besides the plugin's JSON config (routes, users).
     type Data;
+    /// What a successful `configure` answers (the headers an auth policy reads).
+    type Answer;
     /// "strategy" or "auth", for messages.
     const NAME: &'static str;
 
@@ -28,7 +30,7 @@ pub trait Kind {
         store: &mut wasmtime::Store<HostState>,
         config: &str,
         data: &Self::Data,
-    ) -> wasmtime::Result<Result<(), String>>;
+    ) -> wasmtime::Result<Result<Self::Answer, String>>;
 }
 
 pub struct Loaded<K: Kind> {
@@ -37,6 +39,8 @@ pub struct Loaded<K: Kind> {
     limits: Limits,
     config_json: String,
     data: K::Data,
+    /// What the smoke instance's `configure` answered.
+    pub answer: K::Answer,
     pub pool: Pool<K::Bindings>,
 }
 
@@ -61,23 +65,9 @@ impl<K: Kind> Loaded<K> {
             load_err(format!("does not export the {} interface of berry:gateway@0.1.0: {e:#}", K::NAME))
         })?;
         let pool = Pool::new(compiled.name.clone(), limits, compiled.stats.clone());
-        let loaded = Loaded { compiled, pre, limits, config_json, data, pool };
-        let warm = loaded.make()?;
-        loaded.pool.put(warm);
-        Ok(loaded)
-    }
-
-    fn make(&self) -> Result<Warm<K::Bindings>, PluginError> {
-        let pe = engine()?;
-        let name = || self.compiled.name.to_string();
-        let mut store = new_store(pe, self.compiled.name.clone(), &self.limits);
-        let bindings = K::instantiate(&self.pre, &mut store)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?;
-        arm(&mut store, &self.limits);
-        K::configure(&bindings, &mut store, &self.config_json, &self.data)
-            .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?
-            .map_err(|message| PluginError::Configure { plugin: name(), message })?;
-        Ok(Warm { store, bindings })
+        let (warm, answer) = make::<K>(&pre, &compiled, &limits, &config_json, &data)?;
+        pool.put(warm);
+        Ok(Loaded { compiled, pre, limits, config_json, data, answer, pool })
     }
 
     /// Call into a warm instance (made and configured on demand); see `Pool::call`
@@ -87,6 +77,27 @@ impl<K: Kind> Loaded<K> {
         primary: bool,
         call: impl FnOnce(&mut wasmtime::Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        self.pool.call(primary, || self.make(), call)
+        let make = || make::<K>(&self.pre, &self.compiled, &self.limits, &self.config_json, &self.data).map(|(w, _)| w);
+        self.pool.call(primary, make, call)
     }
+}
+
+/// Instantiate and configure one instance.
+fn make<K: Kind>(
+    pre: &K::Pre,
+    compiled: &CompiledPlugin,
+    limits: &Limits,
+    config_json: &str,
+    data: &K::Data,
+) -> Result<(Warm<K::Bindings>, K::Answer), PluginError> {
+    let pe = engine()?;
+    let name = || compiled.name.to_string();
+    let mut store = new_store(pe, compiled.name.clone(), limits);
+    let bindings = K::instantiate(pre, &mut store)
+        .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?;
+    arm(&mut store, limits);
+    let answer = K::configure(&bindings, &mut store, config_json, data)
+        .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?
+        .map_err(|message| PluginError::Configure { plugin: name(), message })?;
+    Ok((Warm { store, bindings }, answer))
 }

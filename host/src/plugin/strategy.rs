@@ -27,6 +27,7 @@ impl Kind for StrategyKind {
     type Bindings = Bindings;
     type Pre = StrategyPluginPre<HostState>;
     type Data = Vec<wit::RouteInfo>;
+    type Answer = ();
     const NAME: &'static str = "strategy";
 
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {

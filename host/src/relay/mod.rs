@@ -4,7 +4,7 @@
 pub mod body;
 mod client;
 mod forward;
-mod stream;
+pub mod stream;
 pub mod usage;
 
 pub use body::RequestBody;

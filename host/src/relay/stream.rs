@@ -12,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::gateway::Route;
@@ -63,9 +62,9 @@ impl Finish {
     }
 }
 
-struct RelayStream {
+struct RelayStream<B> {
     first: Option<Bytes>,
-    upstream: Incoming,
+    upstream: B,
     /// `Some` until the outcome is recorded.
     finish: Option<Finish>,
     idle_timeout: Duration,
@@ -74,7 +73,13 @@ struct RelayStream {
     usage: super::usage::SseUsage,
 }
 
-pub fn relay_stream(first: Option<Bytes>, upstream: Incoming, finish: Finish, idle_timeout: Duration) -> BerryBody {
+/// Relay `upstream` (after `first`, the bytes already read while waiting for the
+/// first byte) to the client. Generic over the body so benches can feed it from memory.
+pub fn relay_stream<B>(first: Option<Bytes>, upstream: B, finish: Finish, idle_timeout: Duration) -> BerryBody
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::fmt::Display,
+{
     RelayStream {
         first,
         upstream,
@@ -95,7 +100,7 @@ fn error_event(message: &str) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-impl RelayStream {
+impl<B> RelayStream<B> {
     fn fail(
         &mut self,
         message: &str,
@@ -110,7 +115,11 @@ impl RelayStream {
     }
 }
 
-impl Body for RelayStream {
+impl<B> Body for RelayStream<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     type Data = Bytes;
     type Error = std::convert::Infallible;
 

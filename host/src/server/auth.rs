@@ -6,7 +6,7 @@ use crate::error::GatewayError;
 use crate::gateway::Snapshot;
 use crate::plugin::auth::wit;
 
-/// Headers a policy never sees: the credentials themselves travel in `token`.
+/// Headers a policy never sees, even if it asks: the credentials travel in `token`.
 const WITHHELD: &[&str] = &["authorization", "x-api-key", "cookie", "proxy-authorization"];
 /// Bounds on what is handed to the policy, so a hostile client cannot make the
 /// per-request plugin call expensive.
@@ -24,12 +24,22 @@ pub fn token(headers: &HeaderMap) -> &str {
 }
 
 pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Result<wit::Principal, GatewayError> {
-    let passed = headers
-        .iter()
-        .filter(|(name, value)| !WITHHELD.contains(&name.as_str()) && value.len() <= MAX_HEADER_VALUE)
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
-        .take(MAX_HEADERS)
-        .collect();
+    // Only the headers the policy asked for (none, for token_auth): each one is two
+    // strings copied into the sandbox on every request.
+    let wanted = snapshot.auth.headers();
+    let passed = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        headers
+            .iter()
+            .filter(|(name, value)| {
+                let name = name.as_str();
+                wanted.iter().any(|w| w == name) && !WITHHELD.contains(&name) && value.len() <= MAX_HEADER_VALUE
+            })
+            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .take(MAX_HEADERS)
+            .collect()
+    };
     let request = wit::AuthRequest { token: token(headers).to_string(), model: model.to_string(), headers: passed };
     match snapshot.auth.authorize(&request) {
         Ok(Ok(principal)) => Ok(principal),

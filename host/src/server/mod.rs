@@ -1,7 +1,7 @@
 //! The HTTP front door: accept loop, per-connection hyper service, graceful drain.
 
 mod admin;
-mod auth;
+pub mod auth;
 pub mod body;
 mod chat;
 mod context;

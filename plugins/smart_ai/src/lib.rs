@@ -13,7 +13,7 @@
 //! backends stay candidates at 10% weight: they are never probed, so real traffic is
 //! the only way to see them recover.
 //!
-//! `select` and `explain` (what `/smart-ai/weights` shows) share `effective_weights`.
+//! `select` and `explain` (what `/smart-ai/weights` shows) share `candidates` and `weigh`.
 
 use berry_plugin_sdk::strategy::{
     BackendState, BillingMode, Context, Explanation, Observation, Outcome, Strategy, explain_weighted, next_random,
@@ -97,38 +97,69 @@ impl SmartAi {
         s.initial_confidence + (score - s.initial_confidence) * keep
     }
 
-    /// Candidates, and per backend its effective weight with the factors it is the
-    /// product of (weight 0 and no factors for non-candidates).
-    fn effective_weights(&self, ctx: &Context) -> (Vec<u32>, Vec<(f64, Vec<(String, f64)>)>) {
-        let mut rows: Vec<(f64, Vec<(String, f64)>)> = vec![(0.0, Vec::new()); ctx.len() as usize];
-        let candidates: Vec<u32> = if ctx.any_healthy() {
-            (0..ctx.len())
-                .filter(|&i| {
-                    let (b, st) = (ctx.backend(i), ctx.state(i));
-                    b.enabled && (st.healthy || b.billing == BillingMode::PerRequest)
-                })
-                .collect()
-        } else {
-            ctx.usable()
-        };
-        for &i in &candidates {
-            let (backend, state) = (ctx.backend(i), ctx.state(i));
-            let c = self.confidence(state, ctx.request.now_ms);
-            let confidence_factor = (c.sqrt() * 0.7 + 0.3).min(1.0);
-            let premium = backend.tags.iter().any(|t| t == "premium");
-            let stability = if !premium && c > 0.9 { self.settings.non_premium_stability_bonus } else { 1.0 };
-            let recovery = if state.healthy { state.recovery_factor } else { UNHEALTHY_PER_REQUEST_FACTOR };
-            let weight = backend.weight * confidence_factor * stability * recovery;
-            let factors = vec![
-                ("weight".to_string(), backend.weight),
-                ("confidence".to_string(), c),
-                ("confidence_factor".to_string(), confidence_factor),
-                ("stability_bonus".to_string(), stability),
-                ("recovery_factor".to_string(), recovery),
-            ];
-            rows[i as usize] = (weight, factors);
+    /// The backends that may be picked: enabled and healthy ones (plus unhealthy
+    /// `per_request` ones, which are never probed), or the least recently failed
+    /// order when nothing is healthy.
+    fn candidates(&self, ctx: &Context) -> Vec<u32> {
+        if !ctx.any_healthy() {
+            return ctx.usable();
         }
-        (candidates, rows)
+        (0..ctx.len())
+            .filter(|&i| {
+                let (b, st) = (ctx.backend(i), ctx.state(i));
+                b.enabled && (st.healthy || b.billing == BillingMode::PerRequest)
+            })
+            .collect()
+    }
+
+    /// A candidate's effective weight and the factors it is the product of.
+    fn weigh(&self, ctx: &Context, i: u32) -> Weighing {
+        let (backend, state) = (ctx.backend(i), ctx.state(i));
+        let confidence = self.confidence(state, ctx.request.now_ms);
+        let confidence_factor = (confidence.sqrt() * 0.7 + 0.3).min(1.0);
+        let premium = backend.tags.iter().any(|t| t == "premium");
+        let stability = if !premium && confidence > 0.9 { self.settings.non_premium_stability_bonus } else { 1.0 };
+        let recovery = if state.healthy { state.recovery_factor } else { UNHEALTHY_PER_REQUEST_FACTOR };
+        Weighing {
+            weight: backend.weight * confidence_factor * stability * recovery,
+            base: backend.weight,
+            confidence,
+            confidence_factor,
+            stability,
+            recovery,
+        }
+    }
+
+    /// Effective weight per backend (0 for non-candidates), indexed by backend.
+    fn weights(&self, ctx: &Context, candidates: &[u32]) -> Vec<f64> {
+        let mut weights = vec![0.0; ctx.len() as usize];
+        for &i in candidates {
+            weights[i as usize] = self.weigh(ctx, i).weight;
+        }
+        weights
+    }
+}
+
+/// One backend's effective weight, with its factors (what `explain` shows).
+#[derive(Clone, Copy)]
+struct Weighing {
+    weight: f64,
+    base: f64,
+    confidence: f64,
+    confidence_factor: f64,
+    stability: f64,
+    recovery: f64,
+}
+
+impl Weighing {
+    fn factors(&self) -> Vec<(String, f64)> {
+        vec![
+            ("weight".to_string(), self.base),
+            ("confidence".to_string(), self.confidence),
+            ("confidence_factor".to_string(), self.confidence_factor),
+            ("stability_bonus".to_string(), self.stability),
+            ("recovery_factor".to_string(), self.recovery),
+        ]
     }
 }
 
@@ -148,11 +179,12 @@ impl Strategy for SmartAi {
     }
 
     fn select(&self, ctx: &Context) -> Vec<u32> {
-        let (candidates, rows) = self.effective_weights(ctx);
-        let weights: Vec<f64> = rows.iter().map(|(w, _)| *w).collect();
+        // Per request: numbers only; the factor names are built by `explain` alone.
+        let candidates = self.candidates(ctx);
         if !ctx.any_healthy() {
             return candidates;
         }
+        let weights = self.weights(ctx, &candidates);
         let explore = next_random(ctx.request.random);
         if candidates.len() > 1 && unit_float(explore) < self.settings.exploration_ratio {
             // Exploration: a uniform primary, then the rest by effective weight.
@@ -183,7 +215,17 @@ impl Strategy for SmartAi {
     }
 
     fn explain(&self, ctx: &Context) -> Vec<Explanation> {
-        let (candidates, rows) = self.effective_weights(ctx);
+        let candidates = self.candidates(ctx);
+        let rows = (0..ctx.len())
+            .map(|i| {
+                if candidates.contains(&i) {
+                    let w = self.weigh(ctx, i);
+                    (w.weight, w.factors())
+                } else {
+                    (0.0, Vec::new())
+                }
+            })
+            .collect::<Vec<_>>();
         if !ctx.any_healthy() {
             // `select` returns the least-recently-failed order as is: the first wins.
             return rows

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The load benchmark: Berry against a bare hyper pass-through proxy, in one run, on
+# loopback, against one mock provider. See BENCHMARKS.md for the method.
+#
+#   benches/load.sh                 # full run (~4 minutes after the build)
+#   benches/load.sh --quick         # shorter phases, for trying the script
+#   benches/load.sh --write         # also put the table into BENCHMARKS.md
+#
+# Needs wrk (Debian: apt-get install wrk). Builds berry and the bench tools with
+# --release. Writes target/bench/table.md and the raw results next to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs=10 stream_secs=10 streams=1000 many_streams=5000 write=0
+for arg in "$@"; do
+  case $arg in
+    --quick) secs=3 stream_secs=4 streams=200 many_streams=1000 ;;
+    --write) write=1 ;;
+    *) echo "usage: benches/load.sh [--quick] [--write]" >&2; exit 2 ;;
+  esac
+done
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo build --release -q -p berry -p berry-bench-tools
+bin=target/release
+out=target/bench
+mkdir -p "$out"
+tmp=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# --- helpers --------------------------------------------------------------------
+now_ms() { date +%s%3N; }
+wait_for() { # file pattern → the address after the pattern
+  for _ in $(seq 2000); do
+    if grep -q "$2" "$1" 2>/dev/null; then grep -o "$2[^ /]*" "$1" | head -1 | sed "s|$2||"; return; fi
+    sleep 0.005
+  done
+  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; exit 1
+}
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk_tck=$(getconf CLK_TCK)
+# Sample a process's RSS every 100 ms into a file until the sampler is killed.
+sample_rss() { while kill -0 "$1" 2>/dev/null; do rss_mb "$1" >> "$2"; echo >> "$2"; sleep 0.1; done; }
+max_of() { sort -n "$1" | tail -1; }
+json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+# --- start the three servers ----------------------------------------------------
+# Streams: 20 chunks 50 ms apart, each stamped with its send time.
+"$bin/berry" mock-provider --port 0 --chunks 20 --chunk-delay-ms 50 --stamp > "$tmp/mock.log" 2>&1 &
+mock_pid=$!
+mock=$(wait_for "$tmp/mock.log" "listening on http://")
+
+"$bin/bare-proxy" --upstream "$mock" > "$tmp/bare.log" 2>&1 &
+bare_pid=$!
+bare=$(wait_for "$tmp/bare.log" "listening on http://")
+
+{
+  echo '[settings]'
+  echo 'max_retries = 1'
+  for i in 1 2 3 4; do
+    printf '[providers.p%s]\nbase_url = "http://%s/v1"\napi_key = "sk-bench-%s"\nmodels = ["mock"]\n' "$i" "$mock" "$i"
+  done
+  printf '[models.bench]\nname = "bench"\nstrategy = "smart_ai"\n'
+  for i in 1 2 3 4; do
+    printf '[[models.bench.backends]]\nprovider = "p%s"\nmodel = "mock"\nweight = %s\n' "$i" "$i"
+  done
+  printf '[auth]\npolicy = "token_auth"\n[users.bench]\ntoken = "berry-bench-token"\n'
+} > "$tmp/berry.toml"
+export BERRY_CACHE_DIR="$tmp/cache"
+# Per-request log lines off (the bare proxy writes none either); the listening line stays.
+export RUST_LOG=info,berry::request=warn
+# The first start fills the compile cache; the second is the one timed.
+"$bin/berry" check-config "$tmp/berry.toml" > /dev/null
+t0=$(now_ms)
+"$bin/berry" serve --config "$tmp/berry.toml" --listen 127.0.0.1:0 > "$tmp/berry.log" 2>&1 &
+berry_pid=$!
+berry=$(wait_for "$tmp/berry.log" "listening on http://")
+t1=$(now_ms)
+startup_ms=$((t1 - t0))
+
+sleep 2
+idle_berry=$(rss_mb $berry_pid)
+idle_bare=$(rss_mb $bare_pid)
+
+declare -A url=(
+  [direct]="http://$mock/v1/chat/completions"
+  [bare]="http://$bare/v1/chat/completions"
+  [berry]="http://$berry/v1/chat/completions"
+)
+declare -A pid=([direct]=$mock_pid [bare]=$bare_pid [berry]=$berry_pid)
+targets=(direct bare berry)
+declare -A rps p50 p99 cpu_us fixed_p50 fixed_p99 ttfb50 ttfb99 chunk50 chunk99 load_rss many_rss
+
+wrk_run() { # target connections seconds [delay ms] → RESULT json
+  WRK_DELAY_MS=${4:-} wrk -t1 -c"$2" -d"${3}s" -s benches/chat.lua "${url[$1]}" | grep '^RESULT ' | sed 's/^RESULT //'
+}
+
+# --- 1. throughput at fixed concurrency (64 connections), CPU per request ---------
+echo "== throughput: wrk, 64 connections, ${secs}s each" >&2
+for t in "${targets[@]}"; do
+  wrk_run "$t" 8 1 > /dev/null   # warm the connection pools
+  before=$(cpu_ticks "${pid[$t]}")
+  r=$(wrk_run "$t" 64 "$secs")
+  after=$(cpu_ticks "${pid[$t]}")
+  echo "$t $r" | tee -a "$out/raw.txt" >&2
+  rps[$t]=$(json "$r" rps)
+  p50[$t]=$(json "$r" p50_us); p99[$t]=$(json "$r" p99_us)
+  # CPU of the serving process only (for direct: the mock itself).
+  cpu_us[$t]=$(python3 -c "print(round(($after-$before)*1e6/$clk_tck/$(json "$r" requests),1))")
+done
+
+# --- 2. latency at a fixed rate (~1,000 req/s: 10 connections, one request each 10 ms)
+echo "== latency: ~1000 req/s, ${secs}s each" >&2
+for t in "${targets[@]}"; do
+  r=$(wrk_run "$t" 10 "$secs" 10)
+  echo "$t fixed-rate $r" | tee -a "$out/raw.txt" >&2
+  fixed_p50[$t]=$(json "$r" p50_us); fixed_p99[$t]=$(json "$r" p99_us)
+done
+
+# --- 3. streaming: concurrent SSE streams, TTFB and per-chunk latency, RSS --------
+stream_run() { # target streams seconds → JSON; samples the target's RSS
+  : > "$tmp/rss"
+  sample_rss "${pid[$1]}" "$tmp/rss" &
+  local sampler=$!
+  "$bin/stream-load" --url "${url[$1]}" --token berry-bench-token --model bench --streams "$2" --seconds "$3"
+  kill $sampler 2>/dev/null || true; wait $sampler 2>/dev/null || true
+}
+echo "== streaming: $streams concurrent streams, ${stream_secs}s each" >&2
+for t in "${targets[@]}"; do
+  r=$(stream_run "$t" "$streams" "$stream_secs")
+  echo "$t streams $r" | tee -a "$out/raw.txt" >&2
+  ttfb50[$t]=$(json "$r" ttfb_p50_us); ttfb99[$t]=$(json "$r" ttfb_p99_us)
+  chunk50[$t]=$(json "$r" chunk_p50_us); chunk99[$t]=$(json "$r" chunk_p99_us)
+  load_rss[$t]=$(max_of "$tmp/rss")
+done
+echo "== streaming: $many_streams concurrent streams (RSS)" >&2
+for t in bare berry; do
+  r=$(stream_run "$t" "$many_streams" "$stream_secs")
+  echo "$t many-streams $r" | tee -a "$out/raw.txt" >&2
+  many_rss[$t]=$(max_of "$tmp/rss")
+done
+
+# --- 4. plugin call cost, from Berry's own histogram over everything above ---------
+metrics=$(curl -fsS "http://$berry/metrics")
+plugin_us() {
+  local sum count
+  sum=$(echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_call_duration_seconds_sum/ && index($0,p) {print $2}')
+  count=$(echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_call_duration_seconds_count/ && index($0,p) {print $2}')
+  python3 -c "print(round($sum/$count*1e6,2))"
+}
+auth_us=$(plugin_us token_auth)
+strategy_us=$(plugin_us smart_ai)
+
+# --- the table --------------------------------------------------------------------
+ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
+delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
+check() { python3 -c "print('✅' if $1 else '❌')"; }
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+{
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); \`benches/load.sh\`"
+  echo
+  echo "| measure | direct to mock | bare proxy | Berry | Berry vs bare | target | met |"
+  echo "|---|---:|---:|---:|---:|---|:-:|"
+  echo "| throughput, 64 connections (req/s) | ${rps[direct]} | ${rps[bare]} | ${rps[berry]} | $(ratio "${rps[berry]}" "${rps[bare]}") | ≥ 0.80× | $(check "${rps[berry]} >= 0.8 * ${rps[bare]}") |"
+  echo "| latency p50 at 64 connections (µs) | ${p50[direct]} | ${p50[bare]} | ${p50[berry]} | $(delta "${p50[berry]}" "${p50[bare]}") µs | | |"
+  echo "| latency p99 at 64 connections (µs) | ${p99[direct]} | ${p99[bare]} | ${p99[berry]} | $(delta "${p99[berry]}" "${p99[bare]}") µs | | |"
+  echo "| latency p50 at ~1,000 req/s (µs) | ${fixed_p50[direct]} | ${fixed_p50[bare]} | ${fixed_p50[berry]} | $(delta "${fixed_p50[berry]}" "${fixed_p50[bare]}") µs | ≤ +100 µs | $(check "${fixed_p50[berry]} - ${fixed_p50[bare]} <= 100") |"
+  echo "| latency p99 at ~1,000 req/s (µs) | ${fixed_p99[direct]} | ${fixed_p99[bare]} | ${fixed_p99[berry]} | $(delta "${fixed_p99[berry]}" "${fixed_p99[bare]}") µs | ≤ +1,000 µs | $(check "${fixed_p99[berry]} - ${fixed_p99[bare]} <= 1000") |"
+  echo "| CPU per request (µs, serving process) | ${cpu_us[direct]} | ${cpu_us[bare]} | ${cpu_us[berry]} | $(ratio "${cpu_us[berry]}" "${cpu_us[bare]}") | | |"
+  echo "| stream TTFB p50, $streams streams (µs) | ${ttfb50[direct]} | ${ttfb50[bare]} | ${ttfb50[berry]} | $(delta "${ttfb50[berry]}" "${ttfb50[bare]}") µs | | |"
+  echo "| stream TTFB p99, $streams streams (µs) | ${ttfb99[direct]} | ${ttfb99[bare]} | ${ttfb99[berry]} | $(delta "${ttfb99[berry]}" "${ttfb99[bare]}") µs | | |"
+  echo "| chunk latency p50, $streams streams (µs) | ${chunk50[direct]} | ${chunk50[bare]} | ${chunk50[berry]} | $(delta "${chunk50[berry]}" "${chunk50[bare]}") µs | | |"
+  echo "| chunk latency p99, $streams streams (µs) | ${chunk99[direct]} | ${chunk99[bare]} | ${chunk99[berry]} | $(delta "${chunk99[berry]}" "${chunk99[bare]}") µs | | |"
+  echo "| RSS idle (MB) | | $idle_bare | $idle_berry | $(ratio "$idle_berry" "$idle_bare") | ≤ 40 MB | $(check "$idle_berry <= 40") |"
+  echo "| RSS peak, $streams streams (MB) | | ${load_rss[bare]} | ${load_rss[berry]} | $(ratio "${load_rss[berry]}" "${load_rss[bare]}") | | |"
+  echo "| RSS peak, $many_streams streams (MB) | | ${many_rss[bare]} | ${many_rss[berry]} | $(ratio "${many_rss[berry]}" "${many_rss[bare]}") | ≤ 200 MB | $(check "${many_rss[berry]} <= 200") |"
+  echo "| startup to first answer, plugins cached (ms) | | | $startup_ms | | ≤ 300 ms | $(check "$startup_ms <= 300") |"
+  echo "| auth plugin call, in the run (µs) | | | $auth_us | | ≤ 2 µs | $(check "$auth_us <= 2") |"
+  echo "| strategy plugin call, in the run (µs) | | | $strategy_us | | ≤ 2 µs | $(check "$strategy_us <= 2") |"
+} > "$out/table.md"
+cat "$out/table.md"
+
+if [ "$write" = 1 ]; then
+  python3 - "$out/table.md" <<'EOF'
+import re, sys
+table = open(sys.argv[1]).read()
+doc = open("BENCHMARKS.md").read()
+start, end = "<!-- load-table:start -->", "<!-- load-table:end -->"
+head, rest = doc.split(start, 1)
+_, tail = rest.split(end, 1)
+open("BENCHMARKS.md", "w").write(f"{head}{start}\n{table}{end}{tail}")
+EOF
+  echo "BENCHMARKS.md updated" >&2
+fi
