@@ -47,7 +47,6 @@ fn sse(c: &mut Criterion) {
                     route.backends[0].health.start(),
                     Tally {
                         metrics: snapshot.metrics.clone(),
-                        backend: "p0/m0".into(),
                         user: "bench".into(),
                         model: route.name.clone(),
                     },

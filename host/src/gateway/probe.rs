@@ -111,7 +111,7 @@ async fn run(snapshot: &Snapshot, probe: Probing<'_>, timeout: Duration) {
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     for backend in &probe.backends {
         record(&backend.health, outcome, latency_ms, snapshot);
-        tracing::debug!(backend = %backend.label(), ?outcome, "health probe");
+        tracing::debug!(backend = %backend.label, ?outcome, "health probe");
     }
 }
 

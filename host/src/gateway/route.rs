@@ -1,11 +1,14 @@
 //! A route: one client-facing model with its backends, bound to its strategy plugin,
 //! its providers and the shared health of each backend.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Backend, BillingMode};
 use crate::health::{BackendHealth, CircuitPolicy, CircuitView, ErrorClass, Outcome, now_ms};
+use crate::metrics::{AttemptLabels, Metrics};
 use crate::plugin::StrategyPlugin;
 use crate::plugin::strategy::wit;
 
@@ -15,17 +18,32 @@ pub struct RouteBackend {
     pub config: Backend,
     pub provider: Arc<ProviderRuntime>,
     pub health: Arc<BackendHealth>,
+    /// "provider/model", for logs, metrics and errors (never secrets).
+    pub label: Arc<str>,
+    /// This backend's attempt counters, one per outcome, looked up in the metric
+    /// family once instead of on every request.
+    attempts: [OnceLock<Counter>; Outcome::COUNT],
 }
 
 impl RouteBackend {
+    pub fn new(config: Backend, provider: Arc<ProviderRuntime>, health: Arc<BackendHealth>) -> Self {
+        let label = format!("{}/{}", config.provider, config.model).into();
+        RouteBackend { config, provider, health, label, attempts: Default::default() }
+    }
+
     /// Enabled in config and on an enabled provider.
     pub fn enabled(&self) -> bool {
         self.config.enabled && self.provider.enabled
     }
 
-    /// "provider/model", for logs and errors (never secrets).
-    pub fn label(&self) -> String {
-        format!("{}/{}", self.config.provider, self.config.model)
+    /// Count one attempt on this backend (`berry_upstream_attempts_total`).
+    pub fn count_attempt(&self, metrics: &Metrics, outcome: Outcome) {
+        self.attempts[outcome.index()]
+            .get_or_init(|| {
+                let labels = AttemptLabels { backend: self.label.to_string(), outcome: outcome.as_str().to_string() };
+                metrics.attempts.get_or_create(&labels).clone()
+            })
+            .inc();
     }
 }
 

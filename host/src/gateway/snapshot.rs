@@ -98,11 +98,7 @@ impl Snapshot {
                         Some(p) => p.clone(),
                         None => Arc::new(ProviderRuntime::disabled(&b.provider)),
                     };
-                    backends.push(RouteBackend {
-                        config: b.clone(),
-                        provider,
-                        health: health.get_or_create(&b.provider, &b.model),
-                    });
+                    backends.push(RouteBackend::new(b.clone(), provider, health.get_or_create(&b.provider, &b.model)));
                 }
                 let previous_sequence = previous
                     .and_then(|p| p.routes.get(&m.name))

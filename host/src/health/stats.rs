@@ -65,6 +65,29 @@ pub enum Outcome {
     ClientError,
 }
 
+impl Outcome {
+    /// How many outcomes there are ([`Outcome::index`] is below this).
+    pub const COUNT: usize = 2 + ErrorClass::ALL.len();
+
+    /// A dense index, for per-outcome tables.
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Success => 0,
+            Outcome::ClientError => 1,
+            Outcome::Failure(class) => 2 + class as usize,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ClientError => "client_error",
+            Outcome::Failure(class) => class.as_str(),
+        }
+    }
+}
+
 pub struct BackendHealth {
     pub provider: Arc<str>,
     pub model: Arc<str>,

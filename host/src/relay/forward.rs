@@ -49,7 +49,7 @@ pub struct ForwardRequest<'a> {
 pub struct Forwarded {
     pub result: Result<Response<BerryBody>, GatewayError>,
     /// "provider/model" of the backend that answered (or was tried last).
-    pub backend: Option<String>,
+    pub backend: Option<Arc<str>>,
     pub attempts: u32,
 }
 
@@ -112,7 +112,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         let upstream = with_json_headers(upstream, req.request_id, body.stream);
         attempts += 1;
         any_healthy_tried |= states.get(index as usize).is_some_and(|s| s.healthy);
-        last_backend = Some(backend.label());
+        last_backend = Some(backend.label.clone());
         let in_flight = backend.health.start();
         let started = Instant::now();
         let attempt = if body.stream {
@@ -125,7 +125,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         match attempt {
             Attempt::Answer(response, outcome, usage) => {
                 route.record(index, outcome, latency_ms, &request, &snapshot.policy);
-                count_attempt(&snapshot.metrics, backend.label(), outcome);
+                backend.count_attempt(&snapshot.metrics, outcome);
                 count_retries(snapshot, route, attempts);
                 if let Some(u) = usage {
                     count_tokens(&snapshot.metrics, req.user, &route.name, u);
@@ -138,7 +138,6 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
                 snapshot.metrics.first_byte_seconds.get_or_create(&model).observe(req.started.elapsed().as_secs_f64());
                 let tally = Tally {
                     metrics: snapshot.metrics.clone(),
-                    backend: backend.label(),
                     user: req.user.to_string(),
                     model: route.name.clone(),
                 };
@@ -148,8 +147,8 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
             }
             Attempt::Retry(class, description) => {
                 route.record(index, Outcome::Failure(class), latency_ms, &request, &snapshot.policy);
-                count_attempt(&snapshot.metrics, backend.label(), Outcome::Failure(class));
-                tracing::debug!(backend = %backend.label(), class = class.as_str(), "attempt failed: {description}");
+                backend.count_attempt(&snapshot.metrics, Outcome::Failure(class));
+                tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");
                 last = Some((class, description));
             }
         }
@@ -163,19 +162,6 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         Some((_, description)) => GatewayError::upstream_failed(attempts, &description),
     };
     Forwarded { result: Err(error), backend: last_backend, attempts }
-}
-
-pub(crate) fn count_attempt(metrics: &crate::metrics::Metrics, backend: String, outcome: Outcome) {
-    let labels = crate::metrics::AttemptLabels { backend, outcome: outcome_label(outcome).to_string() };
-    metrics.attempts.get_or_create(&labels).inc();
-}
-
-fn outcome_label(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "success",
-        Outcome::ClientError => "client_error",
-        Outcome::Failure(class) => class.as_str(),
-    }
 }
 
 fn count_retries(snapshot: &Snapshot, route: &Route, attempts: u32) {

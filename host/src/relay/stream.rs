@@ -22,7 +22,6 @@ use crate::server::body::BerryBody;
 /// The metrics a stream reports when it ends.
 pub struct Tally {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    pub backend: String,
     pub user: String,
     pub model: String,
 }
@@ -55,7 +54,9 @@ impl Finish {
     fn record(self, outcome: Outcome, usage: Option<super::usage::Usage>) {
         self.route.record(self.index, outcome, self.first_byte_ms, &self.request, &self.policy);
         let t = &self.tally;
-        super::forward::count_attempt(&t.metrics, t.backend.clone(), outcome);
+        if let Some(backend) = self.route.backends.get(self.index as usize) {
+            backend.count_attempt(&t.metrics, outcome);
+        }
         if let Some(u) = usage {
             super::forward::count_tokens(&t.metrics, &t.user, &t.model, u);
         }

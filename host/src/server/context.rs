@@ -17,7 +17,7 @@ pub struct RequestLog {
     pub route: Option<String>,
     /// A relayed request (chat, completions, embeddings): counted in request metrics.
     pub relay: bool,
-    pub backend: Option<String>,
+    pub backend: Option<std::sync::Arc<str>>,
     pub attempts: u32,
     pub stream: bool,
     pub error: Option<&'static str>,
@@ -49,7 +49,7 @@ impl RequestLog {
         let model = self.route.clone().unwrap_or_else(|| "-".to_string());
         let labels = crate::metrics::RequestLabels {
             model: model.clone(),
-            backend: self.backend.clone().unwrap_or_else(|| "-".to_string()),
+            backend: self.backend.as_deref().unwrap_or("-").to_string(),
             status: crate::metrics::status_class(status),
         };
         metrics.requests.get_or_create(&labels).inc();
