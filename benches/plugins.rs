@@ -30,6 +30,15 @@ fn strategy_calls(c: &mut Criterion) {
             });
         }
     }
+    // The baseline: the host's own native ranking (what it uses when a strategy
+    // fails), comparable work without the sandbox crossing.
+    for size in common::SIZES {
+        let route = &snapshot.routes[&common::route_name("weighted_random", size)];
+        let states = route.states(now_ms(), &snapshot.policy);
+        group.bench_with_input(BenchmarkId::new("native_baseline", size), &size, |b, _| {
+            b.iter(|| black_box(route.fallback_order(black_box(&states))))
+        });
+    }
     group.finish();
 
     // What a request pays per attempt after the answer: health bookkeeping and the

@@ -8,9 +8,6 @@ use berry::gateway::Gateway;
 use berry::mock::{FailMode, MockServer, MockSettings};
 use clap::{Args, Parser, Subcommand};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "berry",

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Run the criterion micro-benchmarks and print their table (mean time per
+# iteration; ratios against the native baseline of the same run).
+#
+#   benches/micro.sh            # cargo bench, then the table
+#   benches/micro.sh --write    # … and put the table into BENCHMARKS.md
+#   benches/micro.sh --table    # only print the table of the last run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+write=0 run=1
+for arg in "$@"; do
+  case $arg in
+    --write) write=1 ;;
+    --table) run=0 ;;
+    *) echo "usage: benches/micro.sh [--write] [--table]" >&2; exit 2 ;;
+  esac
+done
+[ "$run" = 1 ] && cargo bench -q -p berry -- --warm-up-time 1 --measurement-time 3 >&2
+mkdir -p target/bench
+python3 - "$write" <<'PY'
+import json, pathlib, subprocess, sys
+root = pathlib.Path("target/criterion")
+rows = {}
+for est in sorted(root.glob("**/new/estimates.json")):
+    bench = json.loads((est.parent / "benchmark.json").read_text())
+    rows[bench["full_id"]] = json.loads(est.read_text())["mean"]["point_estimate"]
+def fmt(ns):
+    return f"{ns/1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+out = [f"`cargo bench` (criterion, mean per iteration), commit {commit}, {cpu}", "",
+       "| benchmark | time | vs native baseline | target |", "|---|---:|---:|---|"]
+for name, ns in rows.items():
+    group, _, rest = name.partition("/")
+    size = rest.rsplit("/", 1)[-1]
+    base = rows.get(f"strategy_select/native_baseline/{size}") if group == "strategy_select" else None
+    ratio = f"{ns/base:.1f}×" if base and "native_baseline" not in name else ""
+    target = ""
+    if (group == "strategy_select" and size == "8" and "native" not in name) or group == "auth_authorize":
+        target = "≤ 2 µs " + ("✅" if ns <= 2000 else "❌")
+    out.append(f"| {name} | {fmt(ns)} | {ratio} | {target} |")
+table = "\n".join(out) + "\n"
+pathlib.Path("target/bench/micro.md").write_text(table)
+print(table)
+if sys.argv[1] == "1":
+    doc = pathlib.Path("BENCHMARKS.md").read_text()
+    start, end = "<!-- micro-table:start -->", "<!-- micro-table:end -->"
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    pathlib.Path("BENCHMARKS.md").write_text(f"{head}{start}\n{table}{end}{tail}")
+PY
