@@ -60,6 +60,7 @@ bare=$(wait_for "$tmp/bare.log" "listening on http://")
 {
   echo '[settings]'
   echo 'max_retries = 1'
+  echo 'admin_token = "berry-bench-admin"'
   for i in 1 2 3 4; do
     printf '[providers.p%s]\nbase_url = "http://%s/v1"\napi_key = "sk-bench-%s"\nmodels = ["mock"]\n' "$i" "$mock" "$i"
   done
@@ -68,7 +69,16 @@ bare=$(wait_for "$tmp/bare.log" "listening on http://")
     printf '[[models.bench.backends]]\nprovider = "p%s"\nmodel = "mock"\nweight = %s\n' "$i" "$i"
   done
   printf '[auth]\npolicy = "token_auth"\n[users.bench]\ntoken = "berry-bench-token"\n'
+  # Every other stock strategy loaded too (idle RSS is measured with all of them).
+  for s in weighted_random round_robin least_latency failover random; do
+    printf '[models.%s]\nname = "%s"\nstrategy = "%s"\n[[models.%s.backends]]\nprovider = "p1"\nmodel = "mock"\n' "$s" "$s" "$s" "$s"
+  done
+  # A plugin loaded from a file, for the hot-swap measurement at the end.
+  printf '[plugins.router]\npath = "router.wasm"\nkind = "strategy"\n'
+  printf '[models.swap]\nname = "swap"\nstrategy = "router"\n[[models.swap.backends]]\nprovider = "p1"\nmodel = "mock"\n'
 } > "$tmp/berry.toml"
+wasm=target/wasm-plugins/wasm32-wasip2/release
+cp "$wasm/weighted_random.wasm" "$tmp/router.wasm"
 export BERRY_CACHE_DIR="$tmp/cache"
 # Per-request log lines off (the bare proxy writes none either); the listening line stays.
 export RUST_LOG=info,berry::request=warn
@@ -143,7 +153,28 @@ for t in bare berry; do
   many_rss[$t]=$(max_of "$tmp/rss")
 done
 
-# --- 4. plugin call cost, from Berry's own histogram over everything above ---------
+# --- 4. hot swap: a plugin file replaced (written beside, renamed over) → the new
+# version in service, seen by polling /admin/plugins ----------------------------------
+swap_ms=$(python3 - "$berry" "$tmp" "$wasm/round_robin.wasm" <<'PY'
+import json, os, shutil, sys, time, urllib.request
+berry, tmp, new = sys.argv[1:]
+def router_hash():
+    req = urllib.request.Request(f"http://{berry}/admin/plugins", headers={"Authorization": "Bearer berry-bench-admin"})
+    plugins = json.load(urllib.request.urlopen(req))["plugins"]
+    return next(p["sha256"] for p in plugins if p["name"] == "router")
+before = router_hash()
+shutil.copy(new, f"{tmp}/router.wasm.new")
+start = time.monotonic()
+os.rename(f"{tmp}/router.wasm.new", f"{tmp}/router.wasm")
+while router_hash() == before:
+    if time.monotonic() - start > 30:
+        sys.exit("the new plugin version never came into service")
+    time.sleep(0.005)
+print(round((time.monotonic() - start) * 1000))
+PY
+)
+
+# --- 5. plugin call cost, from Berry's own histogram over everything above ---------
 metrics=$(curl -fsS "http://$berry/metrics")
 plugin_us() {
   local sum count
@@ -177,7 +208,8 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
   echo "| RSS idle (MB) | | $idle_bare | $idle_berry | $(ratio "$idle_berry" "$idle_bare") | ≤ 40 MB | $(check "$idle_berry <= 40") |"
   echo "| RSS peak, $streams streams (MB) | | ${load_rss[bare]} | ${load_rss[berry]} | $(ratio "${load_rss[berry]}" "${load_rss[bare]}") | | |"
   echo "| RSS peak, $many_streams streams (MB) | | ${many_rss[bare]} | ${many_rss[berry]} | $(ratio "${many_rss[berry]}" "${many_rss[bare]}") | ≤ 200 MB | $(check "${many_rss[berry]} <= 200") |"
-  echo "| startup to first answer, plugins cached (ms) | | | $startup_ms | | ≤ 300 ms | $(check "$startup_ms <= 300") |"
+  echo "| startup to listening, plugins cached (ms) | | | $startup_ms | | ≤ 300 ms | $(check "$startup_ms <= 300") |"
+  echo "| hot swap: plugin file replaced → new version serving (ms) | | | $swap_ms | | ≤ 1,000 ms | $(check "$swap_ms <= 1000") |"
   echo "| auth plugin call, in the run (µs) | | | $auth_us | | ≤ 2 µs | $(check "$auth_us <= 2") |"
   echo "| strategy plugin call, in the run (µs) | | | $strategy_us | | ≤ 2 µs | $(check "$strategy_us <= 2") |"
 } > "$out/table.md"
