@@ -82,7 +82,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
                 };
                 let _ = stream.set_nodelay(true);
                 let gw = gateway.clone();
-                let service = service_fn(move |req| router::handle(gw.clone(), req));
+                // Boxed: hyper keeps room for the service future in every connection for
+                // its whole life. The relay future is kilobytes; boxed, an idle keep-alive
+                // connection or a long stream (whose future has finished) holds 8 bytes.
+                let service = service_fn(move |req| Box::pin(router::handle(gw.clone(), req)));
                 let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
