@@ -58,7 +58,14 @@ impl AuthPlugin {
         config_json: String,
         users: Vec<wit::UserInfo>,
     ) -> Result<Self, PluginError> {
-        Loaded::prepare(compiled, limits, config_json, users).map(AuthPlugin)
+        let mut loaded: Loaded<AuthKind> = Loaded::prepare(compiled, limits, config_json, users)?;
+        // Header names are matched against lowercase request headers; a policy built
+        // without the SDK may answer them in any case, or twice.
+        let headers: &mut Vec<String> = &mut loaded.answer;
+        headers.iter_mut().for_each(|h| h.make_ascii_lowercase());
+        headers.sort();
+        headers.dedup();
+        Ok(AuthPlugin(loaded))
     }
 
     pub fn compiled(&self) -> &CompiledPlugin {
