@@ -2,7 +2,7 @@
 # The load benchmark: Berry against a bare hyper pass-through proxy, in one run, on
 # loopback, against one mock provider. See BENCHMARKS.md for the method.
 #
-#   benches/load.sh                 # full run (~4 minutes after the build)
+#   benches/load.sh                 # full run (~6 minutes after the build)
 #   benches/load.sh --quick         # shorter phases, for trying the script
 #   benches/load.sh --write         # also put the table into BENCHMARKS.md
 #
