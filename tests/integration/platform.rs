@@ -225,13 +225,15 @@ async fn a_plugin_that_keeps_failing_is_quarantined() {
     assert_eq!(looping().await["calls"], before["calls"], "no calls while quarantined");
 }
 
+/// How tenant_auth's config names a key: lowercase hex SHA-256.
+fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[tokio::test]
 async fn the_example_plugins_route_and_authenticate() {
     let (cheap, premium) = (mock("cheap").await, mock("premium").await);
-    let key_hash = |key: &str| {
-        use sha2::Digest;
-        sha2::Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
     let mut toml = config(
         "tag_router",
         &[("premium", &premium), ("cheap", &cheap)],
@@ -285,9 +287,8 @@ policy = "tenant_auth"
 async fn an_auth_policy_gets_the_headers_it_asks_for() {
     use bytes::Bytes;
     use http_body_util::Full;
-    use sha2::Digest;
     let up = mock("up").await;
-    let hash: String = sha2::Sha256::digest(b"acme-key-1").iter().map(|b| format!("{b:02x}")).collect();
+    let hash = key_hash("acme-key-1");
     let mut toml = config("weighted_random", &[("up", &up)], &[], "");
     toml.push_str(&format!(
         r#"

@@ -61,7 +61,7 @@ impl AuthPlugin {
         let mut loaded: Loaded<AuthKind> = Loaded::prepare(compiled, limits, config_json, users)?;
         // Header names are matched against lowercase request headers; a policy built
         // without the SDK may answer them in any case, or twice.
-        let headers: &mut Vec<String> = &mut loaded.answer;
+        let headers = &mut loaded.answer;
         headers.iter_mut().for_each(|h| h.make_ascii_lowercase());
         headers.sort();
         headers.dedup();
