@@ -11,6 +11,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && useradd --system --uid 10001 --home /var/lib/berry --create-home berry
 COPY --from=build /src/target/release/berry /usr/local/bin/berry
 COPY config/ /etc/berry/
+# The demo's admin token is public (it is in the README) and Berry refuses to serve
+# it on an address other machines reach: the image runs the demo without an admin API.
+RUN sed -i '/^admin_token = "berry-demo-admin"/d' /etc/berry/berry.toml
 USER berry
 ENV CONFIG_PATH=/etc/berry/berry.toml \
     BIND_ADDRESS=0.0.0.0:8080 \

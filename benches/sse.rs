@@ -11,7 +11,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use berry::health::now_ms;
-use berry::relay::stream::{Finish, Tally, relay_stream};
+use berry::relay::stream::{Finish, relay_stream};
+use berry::server::context::RequestLog;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, StreamBody};
@@ -45,13 +46,16 @@ fn sse(c: &mut Criterion) {
                     snapshot.policy,
                     3.0,
                     route.backends[0].health.start(),
-                    Tally {
-                        metrics: snapshot.metrics.clone(),
-                        user: "bench".into(),
-                        model: route.name.clone(),
-                    },
+                    RequestLog::new(
+                        http::HeaderValue::from_static("req_bench"),
+                        ([127, 0, 0, 1], 9).into(),
+                        http::Method::POST,
+                        "/v1/chat/completions".into(),
+                        snapshot.metrics.clone(),
+                    ),
                 );
-                let mut body = relay_stream(None, upstream, finish, Duration::from_secs(30));
+                let closing = tokio_util::sync::CancellationToken::new();
+                let mut body = relay_stream(None, upstream, finish, Duration::from_secs(30), closing);
                 let mut bytes = 0;
                 while let Some(frame) = body.frame().await {
                     bytes += frame.expect("infallible").into_data().map_or(0, |d| d.len());

@@ -113,14 +113,44 @@ impl GatewayError {
         e
     }
 
-    pub fn upstream_timeout(attempts: u32) -> Self {
+    pub fn upstream_timeout(attempts: u32, budget: std::time::Duration) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_error",
             "upstream_timeout",
-            format!("The upstream provider timed out ({attempts} attempt(s))."),
+            format!(
+                "The upstream provider did not answer in time ({attempts} attempt(s) within the request's budget of {}s).",
+                budget.as_secs_f64()
+            ),
             ErrorSource::Upstream,
         )
+    }
+
+    /// Every backend tried answered 429; `wait` is the shortest `Retry-After` they gave.
+    pub fn upstream_rate_limited(model: &str, wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "upstream_rate_limited",
+            format!("Every provider for model '{model}' is rate-limiting requests. Try again in {secs}s."),
+            ErrorSource::Upstream,
+        );
+        e.retry_after = Some(secs);
+        e
+    }
+
+    /// The gateway holds as many request bodies as it may: try again shortly.
+    pub fn busy() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "server_busy",
+            "The gateway is at its limit of buffered request bodies; retry shortly.",
+            ErrorSource::Internal,
+        );
+        e.retry_after = Some(1);
+        e
     }
 
     pub fn upstream_failed(attempts: u32, last: &str) -> Self {

@@ -143,6 +143,20 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .or_else(|| std::env::var("BIND_ADDRESS").ok())
         .or_else(|| config.settings.listen.clone())
         .unwrap_or_else(|| "0.0.0.0:8080".to_string());
+    if let Some(e) = config.exposure_error(&listen) {
+        return fail(&format!("refusing to serve {}:\n{e}", path.display()));
+    }
+    let max_connections = u64::from(config.settings.max_connections);
+    match berry::server::conn::raise_fd_limit() {
+        // Each client connection may hold an upstream connection too.
+        Some(limit) if limit < 2 * max_connections + 256 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below what settings.max_connections needs (2 per connection); \
+             raise it (ulimit -n) or lower max_connections"
+        ),
+        _ => {}
+    }
     let gateway = match Gateway::start(config).await {
         Ok(g) => g,
         Err(e) => return fail(&e),
@@ -151,13 +165,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
     };
+    gateway.set_listen_address(&listen);
     gateway.watch_files();
     reload_on_sighup(gateway.clone());
     let addr = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
     tracing::info!(config = %path.display(), "berry listening on http://{addr}");
-    berry::server::serve(listener, gateway, shutdown_signal()).await;
-    tracing::info!("berry stopped");
-    ExitCode::SUCCESS
+    let stops = stop_signals();
+    let (mut first, mut second) = (stops.clone(), stops);
+    let shutdown = async move {
+        let _ = first.wait_for(|n| *n >= 1).await;
+    };
+    let force = async move {
+        let _ = second.wait_for(|n| *n >= 2).await;
+    };
+    let stopped = berry::server::serve(listener, gateway, shutdown, force).await;
+    tracing::info!(?stopped, "berry stopped");
+    if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// `SIGHUP` reloads the config file (prepare → swap; a bad file changes nothing).
@@ -177,17 +200,40 @@ fn reload_on_sighup(gateway: std::sync::Arc<Gateway>) {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Counts SIGTERM and SIGINT signals: the first starts a graceful drain, a second
+/// ends it at once.
+fn stop_signals() -> tokio::sync::watch::Receiver<u32> {
     use tokio::signal::unix::{SignalKind, signal};
+    let (count, counted) = tokio::sync::watch::channel(0u32);
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
+        // The sender lives on, so nothing ever reads as a stop signal.
+        tokio::spawn(async move {
+            let _count = count;
+            std::future::pending::<()>().await;
+        });
+        return counted;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            count.send_modify(|n| *n += 1);
+            match *count.borrow() {
+                1 => tracing::info!("{name} received: draining (send it again to exit at once)"),
+                _ => tracing::warn!("{name} received again: exiting now"),
+            }
+        }
+    });
+    counted
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut stops = stop_signals();
+    let _ = stops.wait_for(|n| *n >= 1).await;
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]

@@ -68,6 +68,13 @@ pub struct WeightLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// Why a client connection ended before a request completed ("silent",
+    /// "header_timeout", "malformed_request", "write_stalled", …).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// "ok" or "rejected".
     pub result: String,
@@ -93,6 +100,12 @@ pub struct Metrics {
     pub backend_in_flight: Family<BackendLabels, Gauge>,
     pub effective_weight: Family<WeightLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub plugin_quarantined: Family<PluginLabels, Gauge>,
+    /// Plugin calls that failed on one request's input while the plugin itself
+    /// answers normal input: the request was refused, the plugin kept serving.
+    pub plugin_input_failures: Family<PluginLabels, Counter>,
+    pub open_connections: Gauge,
+    pub connections_rejected: Counter,
+    pub connection_errors: Family<ConnectionLabels, Counter>,
     /// Scrapes refresh the gauges; one at a time.
     pub scrape: Mutex<()>,
 }
@@ -132,6 +145,10 @@ impl Default for Metrics {
             backend_in_flight: Family::default(),
             effective_weight: Family::default(),
             plugin_quarantined: Family::default(),
+            plugin_input_failures: Family::default(),
+            open_connections: Gauge::default(),
+            connections_rejected: Counter::default(),
+            connection_errors: Family::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
         };
@@ -180,6 +197,22 @@ impl Default for Metrics {
             m.effective_weight.clone(),
         );
         registry.register("plugin_quarantined", "1 while the plugin is quarantined", m.plugin_quarantined.clone());
+        registry.register(
+            "plugin_input_failures",
+            "Plugin calls that failed on one request's input (the plugin kept serving)",
+            m.plugin_input_failures.clone(),
+        );
+        registry.register("client_connections", "Client connections open now", m.open_connections.clone());
+        registry.register(
+            "client_connections_rejected",
+            "Client connections closed on accept because max_connections were open",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "client_connection_errors",
+            "Client connections that ended before a request completed, by reason",
+            m.connection_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 }

@@ -1,7 +1,9 @@
 //! The test harness: in-process gateways and mock providers on 127.0.0.1:0, a small
 //! HTTP client, and the misbehaving test plugins built from source.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 pub use std::path::Path;
@@ -302,4 +304,77 @@ pub fn build_wasm_crate(dir: &std::path::Path, target: &std::path::Path, locked:
         .status()
         .expect("run cargo for wasm plugins");
     assert!(status.success(), "building {} failed", dir.display());
+}
+
+/// Start the real binary on `config` (as the container image does: CONFIG_PATH and
+/// BIND_ADDRESS), returning the child, its base URL and a handle on its log.
+pub fn spawn_berry(
+    config: &Path,
+    extra_env: &[(&str, &str)],
+) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    spawn_berry_with(Command::new(env!("CARGO_BIN_EXE_berry")), config, extra_env)
+}
+
+/// [`spawn_berry`] with a prepared command (a wrapper that sets limits, extra
+/// arguments), waiting for the "listening" line.
+pub fn spawn_berry_with(
+    mut cmd: Command,
+    config: &Path,
+    extra_env: &[(&str, &str)],
+) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
+    cmd.env("CONFIG_PATH", config)
+        .env("BIND_ADDRESS", "127.0.0.1:0")
+        .env("BERRY_CACHE_DIR", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn berry");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .expect("berry did not start");
+        seen.push(line.clone());
+        if let Some(rest) = line.split("berry listening on http://").nth(1) {
+            break rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect::<String>();
+        }
+    };
+    let (tx2, rx2) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in seen {
+            let _ = tx2.send(line);
+        }
+        while let Ok(line) = rx.recv() {
+            let _ = tx2.send(line);
+        }
+    });
+    (child, format!("http://{addr}"), rx2)
+}
+
+/// Wait for the process to exit, off the test's runtime thread.
+pub async fn exit_of(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait")
+}
+
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
 }

@@ -58,7 +58,7 @@ async fn no_request_fails_under_load_while_one_backend_is_healthy() {
         "weighted_random",
         &named,
         &[],
-        "max_retries = 3\nrequest_timeout_seconds = 0.3\nfirst_byte_timeout_seconds = 0.3\ncircuit_breaker_threshold = 3",
+        "max_retries = 3\nrequest_timeout_seconds = 5\nattempt_timeout_seconds = 0.3\nfirst_byte_timeout_seconds = 0.3\ncircuit_breaker_threshold = 3",
     );
     let gw = Arc::new(TestGateway::start(&toml).await);
     let mut mocks = mocks.into_iter();

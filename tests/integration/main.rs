@@ -5,6 +5,7 @@
 mod cli;
 mod e2e;
 mod errors;
+mod hardening;
 mod harness;
 mod health;
 mod operations;

@@ -1,8 +1,8 @@
 //! Operating Berry: metrics, secrets, the status page, rate limits, admin security,
 //! graceful shutdown of the real binary.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::Command;
 use std::time::Duration;
 
 use berry::mock::{FailMode, MockUpdate};
@@ -148,70 +148,6 @@ async fn admin_routes_need_the_admin_token() {
     // Without an admin token configured, the admin API is off altogether.
     let open = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
     open.get("/admin/plugins", Some("anything")).await.assert_error(403, "admin_disabled");
-}
-
-/// Start the real binary on `config` (as the container image does: CONFIG_PATH and
-/// BIND_ADDRESS), returning the child, its base URL and a handle on its log.
-fn spawn_berry(
-    config: &Path,
-    extra_env: &[(&str, &str)],
-) -> (std::process::Child, String, std::sync::mpsc::Receiver<String>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berry"));
-    cmd.env("CONFIG_PATH", config)
-        .env("BIND_ADDRESS", "127.0.0.1:0")
-        .env("BERRY_CACHE_DIR", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn berry");
-    let (tx, rx) = std::sync::mpsc::channel();
-    for pipe in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-    }
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .expect("berry did not start");
-        seen.push(line.clone());
-        if let Some(rest) = line.split("berry listening on http://").nth(1) {
-            break rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect::<String>();
-        }
-    };
-    let (tx2, rx2) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in seen {
-            let _ = tx2.send(line);
-        }
-        while let Ok(line) = rx.recv() {
-            let _ = tx2.send(line);
-        }
-    });
-    (child, format!("http://{addr}"), rx2)
-}
-
-/// Wait for the process to exit, off the test's runtime thread.
-async fn exit_of(mut child: std::process::Child) -> std::process::ExitStatus {
-    tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait")
-}
-
-fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(status.success());
 }
 
 #[tokio::test]

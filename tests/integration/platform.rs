@@ -185,7 +185,7 @@ async fn a_config_reload_applies_without_dropping_connections() {
     for _ in 0..4 {
         assert_eq!(gw.chat("berry-new-user-token", &chat_body("m")).await.answered_by(), "b");
     }
-    let health = gw.get("/health", None).await.json();
+    let health = gw.get("/health", Some(ADMIN)).await.json();
     assert_eq!(health["models"][0]["strategy"], "round_robin");
     let streamed = in_flight.await.expect("stream task");
     assert_eq!(streamed.status, 200);

@@ -219,7 +219,7 @@ async fn hung_upstream_is_cut_by_the_timeout_and_the_next_backend_answers() {
         "failover",
         &[("hung", &hung), ("good", &good)],
         &["priority = 1", "priority = 2"],
-        "request_timeout_seconds = 0.5\nfirst_byte_timeout_seconds = 0.5",
+        "request_timeout_seconds = 5\nattempt_timeout_seconds = 0.5\nfirst_byte_timeout_seconds = 0.5",
     );
     let gw = TestGateway::start(&toml).await;
     let reply = gw.chat(TOKEN, &chat_body("m")).await;

@@ -12,6 +12,17 @@ use std::time::Duration;
 
 pub use validate::parse;
 
+/// The admin token of the demo config (`config/berry.toml`).
+pub const DEMO_ADMIN_TOKEN: &str = "berry-demo-admin";
+
+/// Whether a listen address only accepts connections from this machine.
+fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen.rsplit_once(':').is_some_and(|(host, _)| host == "localhost"),
+    }
+}
+
 /// A value that must never be printed: provider keys, user tokens, the admin token.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
@@ -53,11 +64,22 @@ pub struct Settings {
     pub listen: Option<String>,
     pub health_check_interval: Duration,
     pub recovery_check_interval: Duration,
+    /// The whole budget of a request, shared by its attempts and the waits between
+    /// them: to the last byte of a non-streaming answer, to the first byte of a stream.
     pub request_timeout: Duration,
+    /// Cap on one non-streaming attempt (`providers.X.timeout_seconds` overrides it);
+    /// `None`: an attempt may use whatever is left of `request_timeout`.
+    pub attempt_timeout: Option<Duration>,
     pub connection_timeout: Duration,
+    /// Streaming: cap on one attempt's wait for its first byte (and, once flowing,
+    /// on a silence between two upstream chunks).
     pub first_byte_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_retries: u32,
+    /// Base of the exponential backoff (full jitter) before each retry; zero: none.
+    pub retry_backoff: Duration,
+    /// Ceiling of one backoff wait.
+    pub retry_backoff_max: Duration,
     pub circuit_breaker_threshold: u32,
     pub circuit_breaker_window: Duration,
     pub circuit_breaker_cooldown: Duration,
@@ -66,11 +88,25 @@ pub struct Settings {
     /// Timeout of one active health probe.
     pub health_check_timeout: Duration,
     pub max_request_body_bytes: usize,
+    /// Bound on the request bodies buffered at once, all requests together; a
+    /// request that would go over it is answered 503.
+    pub max_buffered_body_bytes: usize,
+    /// Client connections open at once; more are closed on accept. Read at start.
+    pub max_connections: u32,
+    /// Time a client connection has to send its first request headers (and, idle
+    /// between requests, the next ones; HTTP/2: to answer a keep-alive ping).
+    pub client_header_timeout: Duration,
+    /// A response write the client does not take for this long closes the connection
+    /// (a client that stops reading cannot hold an upstream stream).
+    pub client_write_timeout: Duration,
     pub admin_token: Option<Secret>,
-    /// `/metrics` needs the admin token.
+    /// `/metrics` needs the admin token (default: when one is set).
     pub protect_metrics: bool,
-    /// `/status` and its data need the admin token.
+    /// `/status` and its data need the admin token (default: when one is set).
     pub protect_status: bool,
+    /// `/health` shows backend details only to the admin token (default: when one
+    /// is set); others get the status alone.
+    pub protect_health: bool,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
     pub smart_ai_json: String,
 }
@@ -211,6 +247,19 @@ impl Config {
                 spec.path = dir.join(&spec.path);
             }
         }
+    }
+
+    /// Why this config must not be served on `listen`, if it must not: the demo
+    /// admin token is published in the README, so it may only guard a gateway that
+    /// listens on loopback.
+    pub fn exposure_error(&self, listen: &str) -> Option<String> {
+        let demo = self.settings.admin_token.as_ref().is_some_and(|t| t.expose() == DEMO_ADMIN_TOKEN);
+        (demo && !is_loopback(listen)).then(|| {
+            format!(
+                "settings.admin_token: the demo admin token is public (it is in the README), and {listen} is reachable \
+                 from other machines: set an admin_token of your own (or remove it), or listen on 127.0.0.1"
+            )
+        })
     }
 
     pub fn model(&self, name: &str) -> Option<&Model> {

@@ -90,6 +90,7 @@ impl Validator<'_> {
             );
         }
         let auth_config = self.json("auth.config", raw.auth.config);
+        self.serves_someone(&models, &users, &policy);
         Config {
             settings,
             providers,
@@ -98,6 +99,23 @@ impl Validator<'_> {
             plugins,
             auth: AuthSettings { policy, config_json: auth_config },
             source: None,
+        }
+    }
+
+    /// A config that would answer every request with an error is never what the
+    /// operator meant (usually an empty or half-written file): it is rejected, so a
+    /// reload keeps the running config instead.
+    fn serves_someone(&mut self, models: &[Model], users: &[User], policy: &str) {
+        if models.is_empty() {
+            self.error("models", "no model is defined: the gateway would serve nothing (an empty or truncated file?)");
+        } else if !models.iter().any(|m| m.enabled) {
+            self.error("models", "every model is disabled: the gateway would serve nothing");
+        }
+        if policy == "token_auth" && !users.iter().any(|u| u.enabled) {
+            self.error(
+                "users",
+                "no enabled user: with auth.policy = \"token_auth\" nobody could authenticate (an empty or truncated file?)",
+            );
         }
     }
 
@@ -128,6 +146,23 @@ impl Validator<'_> {
             self.error(&format!("{p}.listen"), format!("not a socket address: {listen:?}"));
         }
         let admin_token = raw.admin_token.map(|t| Secret::new(self.interpolate(&format!("{p}.admin_token"), &t, true)));
+        let admin_set = admin_token.as_ref().is_some_and(|t| !t.is_empty());
+        let buffered = raw.max_buffered_body_bytes.unwrap_or((256u64 << 20).max(max_body));
+        if buffered < max_body || buffered > 1 << 40 {
+            self.error(
+                &format!("{p}.max_buffered_body_bytes"),
+                format!("must be at least max_request_body_bytes ({max_body}) and at most 1099511627776"),
+            );
+        }
+        let max_connections = raw.max_connections.unwrap_or(16_384);
+        if !(1..=1_000_000).contains(&max_connections) {
+            self.error(&format!("{p}.max_connections"), "must be between 1 and 1000000");
+        }
+        let backoff = raw.retry_backoff_ms.unwrap_or(20);
+        let backoff_max = raw.retry_backoff_max_ms.unwrap_or(1_000);
+        if backoff > 60_000 || backoff_max > 60_000 {
+            self.error(&format!("{p}.retry_backoff_ms"), "backoff values must be at most 60000 ms");
+        }
         let smart_ai = &raw.smart_ai;
         for (key, value) in [
             ("initial_confidence", smart_ai.initial_confidence),
@@ -153,6 +188,11 @@ impl Validator<'_> {
                 120.0,
             ),
             request_timeout: self.seconds(&format!("{p}.request_timeout_seconds"), raw.request_timeout_seconds, 30.0),
+            attempt_timeout: raw
+                .attempt_timeout_seconds
+                .map(|s| self.seconds(&format!("{p}.attempt_timeout_seconds"), Some(s), 30.0)),
+            retry_backoff: Duration::from_millis(backoff),
+            retry_backoff_max: Duration::from_millis(backoff_max.max(backoff)),
             connection_timeout: self.seconds(
                 &format!("{p}.connection_timeout_seconds"),
                 raw.connection_timeout_seconds,
@@ -195,9 +235,23 @@ impl Validator<'_> {
                 5.0,
             ),
             max_request_body_bytes: max_body as usize,
+            max_buffered_body_bytes: buffered as usize,
+            max_connections,
+            client_header_timeout: self.seconds(
+                &format!("{p}.client_header_timeout_seconds"),
+                raw.client_header_timeout_seconds,
+                10.0,
+            ),
+            client_write_timeout: self.seconds(
+                &format!("{p}.client_write_timeout_seconds"),
+                raw.client_write_timeout_seconds,
+                30.0,
+            ),
             admin_token,
-            protect_metrics: raw.protect_metrics.unwrap_or(false),
-            protect_status: raw.protect_status.unwrap_or(false),
+            // With an admin token set, operational data is the admin's by default.
+            protect_metrics: raw.protect_metrics.unwrap_or(admin_set),
+            protect_status: raw.protect_status.unwrap_or(admin_set),
+            protect_health: raw.protect_health.unwrap_or(admin_set),
             smart_ai_json: serde_json::to_string(&raw.smart_ai).unwrap_or_else(|_| "{}".to_string()),
         }
     }
@@ -528,6 +582,19 @@ token = "t"
             Ok(_) => Vec::new(),
         };
         assert!(e.iter().all(|x| !x.contains("api_key")), "{e:?}");
+    }
+
+    #[test]
+    fn a_config_that_serves_nobody_is_an_error() {
+        for empty in ["", "\n# just a comment\n", "[settings]\nmax_retries = 1\n"] {
+            let e = errors(empty);
+            assert!(e.iter().any(|x| x.starts_with("models: no model is defined")), "{e:?}");
+            assert!(e.iter().any(|x| x.starts_with("users: no enabled user")), "{e:?}");
+        }
+        let e = errors(&BASE.replace("[models.m]\nname = \"m\"", "[models.m]\nname = \"m\"\nenabled = false"));
+        assert!(e.iter().any(|x| x.starts_with("models: every model is disabled")), "{e:?}");
+        let e = errors(&BASE.replace("token = \"t\"", "token = \"t\"\nenabled = false"));
+        assert!(e.iter().any(|x| x.starts_with("users: no enabled user")), "{e:?}");
     }
 
     #[test]

@@ -36,10 +36,25 @@ pub struct Gateway {
     /// Snapshots published since start (config reloads and plugin swaps).
     pub swaps: AtomicU64,
     /// Call counters per plugin version, kept across snapshots.
-    versions: crate::plugin::Versions,
+    pub versions: crate::plugin::Versions,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rate-limit state per user, kept across reloads.
     limiter: Arc<crate::ratelimit::RateLimiter>,
+    pub signals: Signals,
+    /// The address the server listens on, once known: a reload must not bring a
+    /// config that may not be served there (`Config::exposure_error`).
+    listen: Mutex<Option<String>>,
+}
+
+/// The stages of a shutdown, for the parts of the gateway that must react.
+#[derive(Default)]
+pub struct Signals {
+    /// Cancelled when the server stops accepting: connections not yet serving a
+    /// request close.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// Cancelled when the drain timeout has passed: open streams end with an SSE
+    /// error event.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -53,7 +68,14 @@ impl Gateway {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let versions = crate::plugin::Versions::new(metrics.clone());
         let limiter = Arc::new(crate::ratelimit::RateLimiter::default());
-        let shared = Shared { uploaded: &HashMap::new(), versions: &versions, metrics: &metrics, limiter: &limiter };
+        let signals = Signals::default();
+        let shared = Shared {
+            uploaded: &HashMap::new(),
+            versions: &versions,
+            metrics: &metrics,
+            limiter: &limiter,
+            signals: &signals,
+        };
         let snapshot = Self::prepare_in(&config, &health, &resolved, &shared, None)?;
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -66,6 +88,8 @@ impl Gateway {
             versions,
             metrics,
             limiter,
+            signals,
+            listen: Mutex::new(None),
         });
         probe::spawn(Arc::downgrade(&gateway));
         Ok(gateway)
@@ -86,8 +110,10 @@ impl Gateway {
     /// Reload the config file the gateway was started with.
     pub async fn reload_from_disk(self: &Arc<Self>) -> Result<(), String> {
         let path = lock(&self.config_path).clone().ok_or("the gateway was not started from a config file")?;
-        let config = Config::load(&path)
-            .map_err(|e| format!("{} is invalid, keeping the running config:\n{e}", path.display()))?;
+        let config = Config::load(&path).map_err(|e| {
+            self.count_reload("rejected");
+            format!("{} is invalid, keeping the running config:\n{e}", path.display())
+        })?;
         self.reload(config).await
     }
 
@@ -130,13 +156,29 @@ impl Gateway {
         lock(&self.uploaded).keys().cloned().collect()
     }
 
+    fn count_reload(&self, result: &str) {
+        self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: result.into() }).inc();
+    }
+
+    /// Record the address the gateway is served on (checked on every reload).
+    pub fn set_listen_address(&self, listen: &str) {
+        *lock(&self.listen) = Some(listen.to_string());
+    }
+
     /// Prepare (fallible, off the request path) then swap (one atomic store).
     /// Callers hold `reloading`.
     async fn rebuild(self: &Arc<Self>, config: Config) -> Result<(), String> {
+        let listen = lock(&self.listen).clone();
+        if let Some(e) = listen.and_then(|l| config.exposure_error(&l)) {
+            self.count_reload("rejected");
+            tracing::error!("reload rejected, the running configuration keeps serving: {e}");
+            return Err(e);
+        }
         let mocks = start_mocks(&self.mocks, &config).await?;
         let this = self.clone();
         let uploaded = lock(&self.uploaded).clone();
         let previous = self.snapshot();
+        let running = previous.config.clone();
         let started = std::time::Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || {
             let shared = Shared {
@@ -144,16 +186,20 @@ impl Gateway {
                 versions: &this.versions,
                 metrics: &this.metrics,
                 limiter: &this.limiter,
+                signals: &this.signals,
             };
             Self::prepare_in(&config, &this.health, &mocks, &shared, Some(&previous))
         })
         .await
         .map_err(|e| format!("preparing the new configuration panicked: {e}"))?
         .inspect_err(|e| {
-            self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "rejected".into() }).inc();
+            self.count_reload("rejected");
             tracing::error!("reload rejected, the running configuration keeps serving: {e}");
         })?;
-        self.metrics.reloads.get_or_create(&crate::metrics::ResultLabels { result: "ok".into() }).inc();
+        self.count_reload("ok");
+        warn_about_removals(&running, &snapshot.config);
+        let in_service = snapshot.strategies.values().map(|p| p.compiled()).chain([snapshot.auth.compiled()]);
+        self.versions.retain(in_service);
         self.snapshot.store(Arc::new(snapshot));
         self.swaps.fetch_add(1, Ordering::Relaxed);
         tracing::info!(prepare_ms = started.elapsed().as_millis() as u64, "new configuration in service");
@@ -180,6 +226,21 @@ impl Gateway {
     /// it to reach the mock's control endpoint).
     pub fn mock_base_url(&self, mock_url: &str) -> Option<String> {
         lock(&self.mocks).get(mock_url).map(MockServer::base_url)
+    }
+}
+
+/// Say loudly what a new configuration takes away: removed models and users, and a
+/// removed admin token, are legitimate edits but also what a bad save looks like.
+fn warn_about_removals(old: &Config, new: &Config) {
+    let models: Vec<&str> =
+        old.models.iter().filter(|m| new.model(&m.name).is_none()).map(|m| m.name.as_str()).collect();
+    let users: Vec<&str> =
+        old.users.iter().filter(|u| !new.users.iter().any(|n| n.key == u.key)).map(|u| u.key.as_str()).collect();
+    if !models.is_empty() || !users.is_empty() {
+        tracing::warn!(?models, ?users, "the new configuration removes models or users");
+    }
+    if old.settings.admin_token.is_some() && new.settings.admin_token.is_none() {
+        tracing::warn!("the new configuration has no admin_token: the admin API is now disabled");
     }
 }
 

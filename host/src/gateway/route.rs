@@ -187,7 +187,7 @@ impl Route {
 pub fn to_wit_state(health: &BackendHealth, now: u64, policy: &CircuitPolicy) -> wit::BackendState {
     let v = health.view(now, policy);
     wit::BackendState {
-        healthy: v.circuit.healthy(),
+        healthy: v.healthy(now),
         circuit: match v.circuit {
             CircuitView::Closed => wit::Circuit::Closed,
             CircuitView::Open => wit::Circuit::Open,

@@ -24,6 +24,7 @@ pub struct Shared<'a> {
     pub versions: &'a Versions,
     pub metrics: &'a Arc<Metrics>,
     pub limiter: &'a Arc<crate::ratelimit::RateLimiter>,
+    pub signals: &'a super::Signals,
 }
 
 pub struct Snapshot {
@@ -38,6 +39,10 @@ pub struct Snapshot {
     pub policy: CircuitPolicy,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Permits for the request-body bytes buffered at once (`max_buffered_body_bytes`).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the drain timeout of a shutdown has passed: open streams end.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Snapshot {
@@ -126,6 +131,15 @@ impl Snapshot {
             Some(p) if p.config.settings.connection_timeout == settings.connection_timeout => p.client.clone(),
             _ => UpstreamClient::new(settings.connection_timeout)?,
         };
+        let body_budget = match previous {
+            // Bodies in flight keep counting against the budget across a reload.
+            Some(p) if p.config.settings.max_buffered_body_bytes == settings.max_buffered_body_bytes => {
+                p.body_budget.clone()
+            }
+            _ => Arc::new(tokio::sync::Semaphore::new(
+                settings.max_buffered_body_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+        };
         let policy = CircuitPolicy {
             threshold: settings.circuit_breaker_threshold,
             window: settings.circuit_breaker_window,
@@ -141,6 +155,8 @@ impl Snapshot {
             policy,
             metrics: shared.metrics.clone(),
             limiter: shared.limiter.clone(),
+            body_budget,
+            closing: shared.signals.closing.clone(),
             config: Arc::new(config),
         })
     }

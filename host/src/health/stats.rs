@@ -101,6 +101,8 @@ pub struct BackendHealth {
     /// f64 bits of the score the strategy asked us to keep; `NO_VALUE` when none.
     score: AtomicU64,
     score_updated_ms: AtomicU64,
+    /// After a 429: not to be chosen before this time (ms since the epoch).
+    cooling_until_ms: AtomicU64,
     circuit: Circuit,
 }
 
@@ -120,6 +122,16 @@ pub struct HealthView {
     pub successes: u64,
     pub score: Option<f64>,
     pub score_updated_ms: u64,
+    /// Rate-limited by its provider until this time (ms since the epoch); 0 if not.
+    pub cooling_until_ms: u64,
+}
+
+impl HealthView {
+    /// Whether a strategy should treat the backend as usable now: its circuit is not
+    /// open and its provider has not asked us to hold off.
+    pub fn healthy(&self, now_ms: u64) -> bool {
+        self.circuit.healthy() && self.cooling_until_ms <= now_ms
+    }
 }
 
 impl BackendHealth {
@@ -135,6 +147,7 @@ impl BackendHealth {
             errors: Default::default(),
             score: AtomicU64::new(NO_VALUE),
             score_updated_ms: AtomicU64::new(0),
+            cooling_until_ms: AtomicU64::new(0),
             circuit: Circuit::default(),
         }
     }
@@ -151,6 +164,7 @@ impl BackendHealth {
             successes: self.successes.load(Ordering::Relaxed),
             score: bits(&self.score),
             score_updated_ms: self.score_updated_ms.load(Ordering::Relaxed),
+            cooling_until_ms: self.cooling_until_ms.load(Ordering::Relaxed),
         }
     }
 
@@ -173,12 +187,19 @@ impl BackendHealth {
                 self.errors[class as usize].fetch_add(1, Ordering::Relaxed);
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
                 self.last_failure_ms.store(now_ms, Ordering::Relaxed);
-                if self.circuit.record_failure(now_ms, policy) {
+                // A rate limit says "not now", not "broken": it cools the backend for
+                // the provider's Retry-After (`cool`) instead of opening its circuit.
+                if class != ErrorClass::RateLimit && self.circuit.record_failure(now_ms, policy) {
                     tracing::warn!(provider = &*self.provider, model = &*self.model, "circuit opened");
                 }
             }
             Outcome::ClientError => {}
         }
+    }
+
+    /// Hold the backend off until `until_ms` (a provider's Retry-After).
+    pub fn cool(&self, until_ms: u64) {
+        self.cooling_until_ms.fetch_max(until_ms, Ordering::Relaxed);
     }
 
     pub fn set_score(&self, score: f64, now_ms: u64) {

@@ -41,6 +41,8 @@ pub struct MockState {
     /// `GET /models` hits: what active health probes use.
     pub models: AtomicU64,
     pub last: Mutex<Option<RecordedRequest>>,
+    /// Failures left of a `fail_next` (then none); negative: `fail_rate` decides.
+    fail_budget: std::sync::atomic::AtomicI64,
 }
 
 /// The last request the mock received, as received.
@@ -54,9 +56,23 @@ pub struct RecordedRequest {
 
 impl MockState {
     pub fn update(&self, update: MockUpdate) {
+        if let Some(n) = update.fail_next {
+            self.fail_budget.store(i64::from(n), Ordering::Relaxed);
+        } else if update.fail.is_some() || update.fail_rate.is_some() {
+            self.fail_budget.store(-1, Ordering::Relaxed);
+        }
         let mut s = (**self.settings.load()).clone();
         s.apply(update);
         self.settings.store(Arc::new(s));
+    }
+
+    /// Whether this request fails: one of the `fail_next` budget, else by `fail_rate`.
+    fn draw_failure(&self, rate: f64) -> bool {
+        let budget = self.fail_budget.load(Ordering::Relaxed);
+        if budget < 0 {
+            return fastrand::f64() < rate;
+        }
+        self.fail_budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n > 0).then(|| n - 1)).is_ok()
     }
 
     pub fn last_request(&self) -> Option<RecordedRequest> {
@@ -76,7 +92,11 @@ impl MockServer {
     pub async fn start(addr: &str, settings: MockSettings) -> std::io::Result<MockServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(MockState { settings: ArcSwap::from_pointee(settings), ..Default::default() });
+        let state = Arc::new(MockState {
+            settings: ArcSwap::from_pointee(settings),
+            fail_budget: std::sync::atomic::AtomicI64::new(-1),
+            ..Default::default()
+        });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, state.clone(), stopped));
         Ok(MockServer { addr, state, stop })
@@ -179,12 +199,18 @@ async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Res
     if settings.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(settings.latency_ms)).await;
     }
-    let failing = !matches!(settings.fail, FailMode::None) && fastrand::f64() < settings.fail_rate;
+    let failing = !matches!(settings.fail, FailMode::None) && state.draw_failure(settings.fail_rate);
     if failing {
         match settings.fail {
             FailMode::Status(status) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return Ok(responses::error(status, "mock_failure", "Injected failure from the mock provider."));
+                let mut response = responses::error(status, "mock_failure", "Injected failure from the mock provider.");
+                if settings.retry_after_ms > 0 {
+                    let headers = response.headers_mut();
+                    headers.insert("retry-after-ms", http::HeaderValue::from(settings.retry_after_ms));
+                    headers.insert("retry-after", http::HeaderValue::from(settings.retry_after_ms.div_ceil(1000)));
+                }
+                return Ok(response);
             }
             FailMode::Hang => {
                 std::future::pending::<()>().await;

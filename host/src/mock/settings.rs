@@ -32,6 +32,9 @@ pub struct MockSettings {
     pub fail: FailMode,
     /// Share of requests `fail` applies to, drawn at random per request.
     pub fail_rate: f64,
+    /// With a failure status: send `retry-after-ms` (and `retry-after`, in whole
+    /// seconds) with it; 0 sends neither.
+    pub retry_after_ms: u64,
     /// Prefix every SSE event with `id:` and `event:` lines (pass-through tests).
     pub sse_ids: bool,
     /// Precede every SSE event with a `: sent_us=<µs since the epoch>` comment,
@@ -51,6 +54,7 @@ impl Default for MockSettings {
             chunk_delay_ms: 0,
             fail: FailMode::None,
             fail_rate: 1.0,
+            retry_after_ms: 0,
             sse_ids: false,
             stamp: false,
             models: Vec::new(),
@@ -67,6 +71,9 @@ pub struct MockUpdate {
     pub chunk_delay_ms: Option<u64>,
     pub fail: Option<FailMode>,
     pub fail_rate: Option<f64>,
+    pub retry_after_ms: Option<u64>,
+    /// Fail exactly the next N requests (with `fail`), then none; overrides `fail_rate`.
+    pub fail_next: Option<u32>,
     pub sse_ids: Option<bool>,
     pub stamp: Option<bool>,
 }
@@ -87,6 +94,9 @@ impl MockSettings {
         }
         if let Some(v) = u.fail_rate {
             self.fail_rate = v.clamp(0.0, 1.0);
+        }
+        if let Some(v) = u.retry_after_ms {
+            self.retry_after_ms = v;
         }
         if let Some(v) = u.sse_ids {
             self.sse_ids = v;
@@ -111,6 +121,7 @@ impl MockSettings {
                 "chunks" => s.chunks = value.parse::<u32>().map_err(|_| bad())?.max(1),
                 "chunk_delay_ms" => s.chunk_delay_ms = value.parse().map_err(|_| bad())?,
                 "fail_rate" => s.fail_rate = value.parse::<f64>().map_err(|_| bad())?.clamp(0.0, 1.0),
+                "retry_after_ms" => s.retry_after_ms = value.parse().map_err(|_| bad())?,
                 "sse_ids" => s.sse_ids = value.parse().map_err(|_| bad())?,
                 "stamp" => s.stamp = value.parse().map_err(|_| bad())?,
                 "models" => s.models = value.split(',').map(str::to_string).collect(),

@@ -86,6 +86,11 @@ impl AuthPlugin {
     }
 
     pub fn authorize(&self, request: &wit::AuthRequest) -> Result<Result<wit::Principal, wit::Denial>, PluginError> {
-        self.0.call(true, |store, b| b.berry_gateway_auth().call_authorize(store, request))
+        // Neutral input: no credentials. A working policy answers it (with a denial).
+        let recheck = |store: &mut Store<HostState>, b: &Bindings| {
+            let neutral = wit::AuthRequest { token: String::new(), model: String::new(), headers: Vec::new() };
+            b.berry_gateway_auth().call_authorize(store, &neutral).map(drop)
+        };
+        self.0.call(|store, b| b.berry_gateway_auth().call_authorize(store, request), Some(&recheck))
     }
 }

@@ -4,6 +4,10 @@
 //! compilation settings (wasmtime version, target, tunables): any change to either
 //! misses the cache. Files are written to a temporary name and renamed into place, so
 //! a crash never leaves a half-written entry; the folder is private to its owner.
+//!
+//! A cached artifact is native code the gateway will run. It is loaded only from a
+//! folder and file owned by the gateway's own user that nobody else can write to;
+//! anything else disables the cache (with a warning) rather than trusting it.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -33,7 +37,7 @@ fn entry(engine: &Engine, hash: &str) -> Option<PathBuf> {
 /// A compiled component from the cache, if present and loadable.
 pub fn load(engine: &Engine, hash: &str) -> Option<Component> {
     let path = entry(engine, hash)?;
-    if !path.exists() {
+    if !path.exists() || !trusted(dir()?) || !trusted(&path) {
         return None;
     }
     // SAFETY: `deserialize_file` trusts the file to be a wasmtime artifact made by
@@ -58,9 +62,18 @@ pub fn store(engine: &Engine, hash: &str, component: &Component) {
     let (Some(dir), Some(path)) = (dir(), entry(engine, hash)) else { return };
     let result = (|| -> std::io::Result<()> {
         create_private_dir(dir)?;
+        if !trusted(dir) {
+            return Ok(());
+        }
         let bytes = component.serialize().map_err(std::io::Error::other)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // 0600 whatever the umask: `trusted` refuses entries others could write.
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            file.write_all(&bytes)?;
+        }
         std::fs::rename(&tmp, &path)
     })();
     if let Err(e) = result {
@@ -74,4 +87,24 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Whether `path` is owned by this process's user and writable by nobody else.
+/// Warns (once per path kind) when it is not.
+fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // The folder may be reached through a symlink (a mounted volume); an entry may not.
+    let meta = if path.is_dir() { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) };
+    let Ok(meta) = meta else { return false };
+    let ours = meta.uid() == rustix::process::geteuid().as_raw();
+    let private = meta.mode() & 0o022 == 0 && !meta.file_type().is_symlink();
+    let trusted = ours && private;
+    if !trusted && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            path = %path.display(),
+            "the plugin cache is not used: it must be owned by this user and writable by nobody else (chmod 700)"
+        );
+    }
+    trusted
 }

@@ -23,9 +23,47 @@ pub struct PluginEngine {
     pub engine: Engine,
     pub strategy_linker: Linker<HostState>,
     pub auth_linker: Linker<HostState>,
-    /// Compiled components by SHA-256 of their bytes: a config reload or a restart of
-    /// the same plugin never compiles twice in one process.
-    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Compiled components by SHA-256 of their bytes, so a config reload of the same
+    /// plugin never compiles twice in one process.
+    compiled: Mutex<CompiledCache>,
+}
+
+/// Compiled components kept for reuse, at most [`CompiledCache::CAPACITY`]: every
+/// swap brings a new version, and the ones no longer used must not stay in memory
+/// forever. The least recently used goes first; a snapshot still serving it keeps
+/// its own reference until its last request ends, and the disk cache (if any) has it.
+#[derive(Default)]
+struct CompiledCache {
+    entries: HashMap<[u8; 32], (Component, u64)>,
+    clock: u64,
+}
+
+impl CompiledCache {
+    /// Enough for every stock plugin and a few dozen custom versions.
+    const CAPACITY: usize = 32;
+
+    fn get(&mut self, digest: &[u8; 32]) -> Option<Component> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(digest).map(|(c, used)| {
+            *used = clock;
+            c.clone()
+        })
+    }
+
+    fn insert(&mut self, digest: [u8; 32], component: Component) {
+        self.clock += 1;
+        self.entries.insert(digest, (component, self.clock));
+        while self.entries.len() > Self::CAPACITY {
+            let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| *k) else { break };
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// How many compiled components the process keeps for reuse (at most 32).
+pub fn cached_components() -> usize {
+    ENGINE.get().and_then(|e| e.as_ref().ok()).map_or(0, |pe| lock(&pe.compiled).entries.len())
 }
 
 /// Call counters and first-load time per plugin version (name, hash), kept by a
@@ -40,6 +78,26 @@ impl Versions {
     pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
         Versions { versions: Mutex::new(HashMap::new()), metrics }
     }
+
+    /// Forget the versions no longer in service (after a swap), so swapping does
+    /// not grow this table without end.
+    pub fn retain<'a>(&self, in_service: impl Iterator<Item = &'a CompiledPlugin>) {
+        let keep: Vec<(&str, &str)> = in_service.map(|c| (&*c.name, &*c.hash)).collect();
+        lock(&self.versions).retain(|(name, digest), _| keep.iter().any(|(n, h)| n == name && *h == hex(digest)));
+    }
+
+    /// How many plugin versions are tracked.
+    pub fn len(&self) -> usize {
+        lock(&self.versions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A plugin version: its name and the SHA-256 of its bytes.
@@ -88,7 +146,7 @@ impl PluginEngine {
             .map_err(|e| format!("linking the auth world: {e:#}"))?;
 
         spawn_epoch_ticker(engine.weak());
-        Ok(PluginEngine { engine, strategy_linker, auth_linker, compiled: Mutex::new(HashMap::new()) })
+        Ok(PluginEngine { engine, strategy_linker, auth_linker, compiled: Mutex::new(CompiledCache::default()) })
     }
 }
 
@@ -141,8 +199,8 @@ pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> R
     let pe = engine()?;
     let sdk_version = version::check(name, bytes)?;
     let digest: [u8; 32] = Sha256::digest(bytes).into();
-    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let cached = lock(&pe.compiled).get(&digest).cloned();
+    let hash = hex(&digest);
+    let cached = lock(&pe.compiled).get(&digest);
     let component = match cached {
         Some(c) => c,
         None => {
@@ -168,6 +226,7 @@ pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> R
             let metrics = super::pool::PluginMetrics {
                 calls: m.plugin_calls.get_or_create(&labels).clone(),
                 failures: m.plugin_failures.get_or_create(&labels).clone(),
+                input_failures: m.plugin_input_failures.get_or_create(&labels).clone(),
                 seconds: m.plugin_call_seconds.get_or_create(&labels).clone(),
             };
             (Arc::new(CallStats { metrics: Some(metrics), ..CallStats::default() }), SystemTime::now())

@@ -5,7 +5,7 @@
 use wasmtime::component::InstancePre;
 
 use super::engine::{CompiledPlugin, PluginEngine, engine, linker_for};
-use super::pool::{Pool, Warm, trap_message};
+use super::pool::{Pool, Recheck, Warm, trap_message};
 use super::sandbox::{HostState, arm, new_store};
 use super::{Limits, PluginError};
 
@@ -71,14 +71,14 @@ impl<K: Kind> Loaded<K> {
     }
 
     /// Call into a warm instance (made and configured on demand); see `Pool::call`
-    /// for `primary`.
+    /// for `recheck`.
     pub fn call<R>(
         &self,
-        primary: bool,
         call: impl FnOnce(&mut wasmtime::Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
+        recheck: Option<Recheck<'_, K::Bindings>>,
     ) -> Result<R, PluginError> {
         let make = || make::<K>(&self.pre, &self.compiled, &self.limits, &self.config_json, &self.data).map(|(w, _)| w);
-        self.pool.call(primary, make, call)
+        self.pool.call(make, call, recheck)
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use auth::AuthPlugin;
 pub use cache::set_cache_dir;
-pub use engine::{CompiledPlugin, Versions, compile};
+pub use engine::{CompiledPlugin, Versions, cached_components, compile};
 pub use pool::CallStats;
 pub use strategy::StrategyPlugin;
 
@@ -78,6 +78,9 @@ impl Default for Limits {
 pub enum PluginError {
     #[error("plugin {plugin} trapped: {message}")]
     Trap { plugin: String, message: String },
+    /// The call trapped on this request's input; the plugin answers neutral input.
+    #[error("plugin {plugin} trapped on this request's input: {message}")]
+    Input { plugin: String, message: String },
     #[error("plugin {plugin} could not be instantiated: {message}")]
     Instantiate { plugin: String, message: String },
     #[error("plugin {plugin} rejected its configuration: {message}")]

@@ -18,6 +18,10 @@ use super::{Limits, PluginError};
 /// this instantiate extra instances that are dropped afterwards.
 const WARM_INSTANCES: usize = 16;
 
+/// The same call on neutral input, made when a call a request depends on fails
+/// (see [`Pool::call`]).
+pub type Recheck<'a, B> = &'a dyn Fn(&mut Store<HostState>, &B) -> wasmtime::Result<()>;
+
 pub struct Warm<B> {
     pub store: Store<HostState>,
     pub bindings: B,
@@ -31,7 +35,9 @@ pub struct CallStats {
     pub metrics: Option<PluginMetrics>,
     pub calls: AtomicU64,
     pub failures: AtomicU64,
-    /// Failures since the last success.
+    /// Failures caused by one request's input (the plugin passed its recheck).
+    pub input_failures: AtomicU64,
+    /// Failures since the last success, not counting input failures.
     pub consecutive_failures: AtomicU32,
     /// While now (ms since the epoch) is before this, the plugin is not called.
     pub quarantined_until_ms: AtomicU64,
@@ -43,6 +49,7 @@ pub struct CallStats {
 pub struct PluginMetrics {
     pub calls: prometheus_client::metrics::counter::Counter,
     pub failures: prometheus_client::metrics::counter::Counter,
+    pub input_failures: prometheus_client::metrics::counter::Counter,
     pub seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
@@ -70,14 +77,21 @@ impl<B> Pool<B> {
     }
 
     /// Run `call` on a warm instance (made by `make` when none is idle), under a
-    /// fresh fuel and deadline budget. Only a `primary` call (the one a request
-    /// depends on: `select`, `authorize`) clears the failure streak, so a plugin whose
-    /// `select` always fails is quarantined even if its `observe` works.
+    /// fresh fuel and deadline budget.
+    ///
+    /// A call a request depends on (`select`, `authorize`) comes with a `recheck`: the
+    /// same call on neutral input. When the call fails, the recheck runs on a fresh
+    /// instance: if it passes, the failure was this request's input — the request is
+    /// refused, and the plugin keeps serving everyone else, its failure streak
+    /// untouched (one hostile client cannot quarantine it). If the recheck fails too,
+    /// the plugin itself is broken and the failure counts toward its quarantine. Only
+    /// such a call clears the streak when it succeeds, so a plugin whose `select`
+    /// always fails is quarantined even if its `observe` works.
     pub fn call<R>(
         &self,
-        primary: bool,
-        make: impl FnOnce() -> Result<Warm<B>, PluginError>,
+        make: impl Fn() -> Result<Warm<B>, PluginError>,
         call: impl FnOnce(&mut Store<HostState>, &B) -> wasmtime::Result<R>,
+        recheck: Option<Recheck<'_, B>>,
     ) -> Result<R, PluginError> {
         let now = crate::health::now_ms();
         if self.stats.quarantined(now) {
@@ -99,16 +113,47 @@ impl<B> Pool<B> {
         }
         match result {
             Ok(r) => {
-                if primary {
+                if recheck.is_some() {
                     self.stats.consecutive_failures.store(0, Ordering::Relaxed);
                 }
                 self.put(warm);
                 Ok(r)
             }
             Err(e) => {
+                // The trapped instance may be in any state: it is dropped here.
+                drop(warm);
+                let (plugin, message) = (self.plugin.to_string(), trap_message(&e));
+                if recheck.is_some_and(|check| self.recheck(&make, check)) {
+                    self.input_failed();
+                    return Err(PluginError::Input { plugin, message });
+                }
                 self.failed();
-                Err(PluginError::Trap { plugin: self.plugin.to_string(), message: trap_message(&e) })
+                Err(PluginError::Trap { plugin, message })
             }
+        }
+    }
+
+    /// Whether the plugin answers neutral input on a fresh instance (kept if so).
+    fn recheck(
+        &self,
+        make: &dyn Fn() -> Result<Warm<B>, PluginError>,
+        check: Recheck<'_, B>,
+    ) -> bool {
+        let Ok(mut fresh) = make() else { return false };
+        arm(&mut fresh.store, &self.limits);
+        let passed = check(&mut fresh.store, &fresh.bindings).is_ok();
+        if passed {
+            self.put(fresh);
+        }
+        passed
+    }
+
+    fn input_failed(&self) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.input_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.stats.metrics {
+            m.failures.inc();
+            m.input_failures.inc();
         }
     }
 

@@ -74,7 +74,13 @@ impl StrategyPlugin {
     }
 
     pub fn select(&self, request: &wit::Request, states: &[wit::BackendState]) -> Result<Vec<u32>, PluginError> {
-        self.0.call(true, |store, b| b.berry_gateway_strategy().call_select(store, request, states))
+        // Neutral input: the same route and backends, nothing from the caller (built
+        // only if the call fails).
+        let recheck = |store: &mut Store<HostState>, b: &Bindings| {
+            let neutral = wit::Request { random: 0, stream: false, user_tags: Vec::new(), ..request.clone() };
+            b.berry_gateway_strategy().call_select(store, &neutral, states).map(drop)
+        };
+        self.0.call(|store, b| b.berry_gateway_strategy().call_select(store, request, states), Some(&recheck))
     }
 
     pub fn observe(
@@ -85,9 +91,10 @@ impl StrategyPlugin {
         latency_ms: f64,
         state: &wit::BackendState,
     ) -> Result<Option<f64>, PluginError> {
-        self.0.call(false, |store, b| {
-            b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, *state)
-        })
+        self.0.call(
+            |store, b| b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, *state),
+            None,
+        )
     }
 
     pub fn explain(
@@ -95,6 +102,6 @@ impl StrategyPlugin {
         request: &wit::Request,
         states: &[wit::BackendState],
     ) -> Result<Vec<wit::Explanation>, PluginError> {
-        self.0.call(false, |store, b| b.berry_gateway_strategy().call_explain(store, request, states))
+        self.0.call(|store, b| b.berry_gateway_strategy().call_explain(store, request, states), None)
     }
 }

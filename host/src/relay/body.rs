@@ -31,6 +31,14 @@ impl RequestBody {
         let members = parse_members(text).map_err(|e| {
             GatewayError::bad_request("invalid_json", format!("Request body is not a valid JSON object: {e}"))
         })?;
+        // Parsers disagree on which of two equal keys wins: the gateway would route on
+        // one `model` and the provider read another. Refuse the ambiguity.
+        if let Some(key) = duplicate_key(&members) {
+            return Err(GatewayError::bad_request(
+                "duplicate_key",
+                format!("Request body has the key {key:?} more than once."),
+            ));
+        }
         let mut model = None;
         let mut stream = false;
         let mut backend = None;
@@ -125,6 +133,21 @@ fn member_span(text: &str, members: &[Member], i: usize) -> (usize, usize) {
     }
 }
 
+/// A top-level key that appears twice, if any.
+fn duplicate_key<'a>(members: &'a [Member]) -> Option<&'a str> {
+    // Bodies have a handful of keys: compare pairwise; a hostile body with thousands
+    // of keys gets a hash set instead of quadratic work.
+    if members.len() <= 16 {
+        return members
+            .iter()
+            .enumerate()
+            .find(|(i, m)| members[..*i].iter().any(|earlier| earlier.key == m.key))
+            .map(|(_, m)| m.key.as_str());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    members.iter().find(|m| !seen.insert(m.key.as_str())).map(|m| m.key.as_str())
+}
+
 fn parse_members(text: &str) -> Result<Vec<Member<'_>>, serde_json::Error> {
     struct MembersVisitor;
     impl<'de> Visitor<'de> for MembersVisitor {
@@ -191,10 +214,29 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_are_found_in_small_and_large_bodies() {
+        let many: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
+        let large = format!("{{\"model\":\"m\",{},\"k7\":0}}", many.join(","));
+        let err = RequestBody::parse(Bytes::from(large)).err().map(|e| e.code);
+        assert_eq!(err, Some("duplicate_key"));
+        let fine = format!("{{\"model\":\"m\",{}}}", many.join(","));
+        assert!(RequestBody::parse(Bytes::from(fine)).is_ok());
+    }
+
+    #[test]
     fn reads_stream_and_rejects_bad_bodies() {
         assert!(parse(r#"{"model":"m","stream":true}"#).stream);
         assert!(!parse(r#"{"model":"m","stream":null}"#).stream);
-        for bad in [r#"{"model":"m""#, "[]", r#"{"messages":[]}"#, r#"{"model":5}"#, "{} {}", ""] {
+        for bad in [
+            r#"{"model":"m""#,
+            "[]",
+            r#"{"messages":[]}"#,
+            r#"{"model":5}"#,
+            "{} {}",
+            "",
+            r#"{"model":"a","model":"b"}"#,
+            r#"{"model":"a","stream":true,"x":1,"stream":false}"#,
+        ] {
             let err = RequestBody::parse(Bytes::from(bad.to_string())).err();
             assert_eq!(err.map(|e| e.status.as_u16()), Some(400), "input {bad:?}");
         }

@@ -5,6 +5,20 @@
 //! the client: connect errors, timeouts, 5xx, 429, and 401/403/404 from the provider
 //! (its key or its model, not the caller's fault). Another 4xx means the caller's
 //! request is bad: the provider's own answer is returned as-is.
+//!
+//! Time: `request_timeout_seconds` is the request's whole budget, counted from its
+//! arrival: attempts and the waits between them share it (to the last byte of a
+//! non-streaming answer, to the first byte of a stream). Each attempt is capped
+//! further — non-streaming by `attempt_timeout_seconds` or the provider's
+//! `timeout_seconds`, streaming by `first_byte_timeout_seconds` — so a hung backend
+//! leaves time to fail over. Before each retry the walk waits a random time up to an
+//! exponentially growing ceiling (`retry_backoff_ms`, full jitter).
+//!
+//! Rate limits: a 429 moves on to the next backend and cools the one that sent it for
+//! its `Retry-After` (it is skipped while others are usable) instead of counting
+//! toward its circuit. When no backend is left, the client gets a 429 with the
+//! shortest `Retry-After` seen — unless that wait is short and fits the budget: then
+//! the walk waits it out and tries that backend once more.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,18 +30,25 @@ use hyper::body::Incoming;
 
 use super::Endpoint;
 use super::body::RequestBody;
-use super::stream::{Finish, Tally, relay_stream};
+use super::stream::{Finish, relay_stream};
 use super::usage::{self, Usage};
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
-
 use crate::health::{ErrorClass, Outcome, now_ms};
+use crate::plugin::strategy::wit;
 use crate::server::body::{BerryBody, full};
+use crate::server::context::RequestLog;
 
 /// Largest non-streaming upstream response Berry buffers.
 const MAX_UPSTREAM_BODY: usize = 64 << 20;
 /// Largest upstream error body kept for a streaming request.
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Longest upstream `Retry-After` the walk waits out itself.
+const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(2);
+/// How long a backend that answered 429 without a `Retry-After` is cooled.
+const DEFAULT_RATE_LIMIT_COOL: Duration = Duration::from_secs(1);
+/// Longest cool-down a `Retry-After` can impose on a backend.
+const MAX_RATE_LIMIT_COOL: Duration = Duration::from_secs(300);
 
 /// One client request, ready to forward.
 pub struct ForwardRequest<'a> {
@@ -38,19 +59,9 @@ pub struct ForwardRequest<'a> {
     pub user_tags: &'a [String],
     /// Index of a backend pinned with the debug `backend` field.
     pub pin: Option<u32>,
-    pub request_id: &'a HeaderValue,
-    /// The caller, for token metrics.
-    pub user: &'a str,
-    /// When the request arrived (time to first byte is measured from here).
-    pub started: Instant,
-}
-
-/// What forwarding produced, with what the request log needs.
-pub struct Forwarded {
-    pub result: Result<Response<BerryBody>, GatewayError>,
-    /// "provider/model" of the backend that answered (or was tried last).
-    pub backend: Option<Arc<str>>,
-    pub attempts: u32,
+    /// The request's log line: forwarding fills in the backend and attempts, and a
+    /// stream takes the line with it (it is written when the stream ends).
+    pub log: &'a mut RequestLog,
 }
 
 enum Attempt {
@@ -58,12 +69,33 @@ enum Attempt {
     Answer(Response<BerryBody>, Outcome, Option<Usage>),
     /// A stream whose first bytes arrived: from here on it is passed through.
     Stream(http::response::Parts, Option<Bytes>, Incoming),
-    /// Failed before anything reached the client: try the next backend.
-    Retry(ErrorClass, String),
+    /// Failed before anything reached the client: try the next backend. A rate
+    /// limit carries the provider's `Retry-After`.
+    Retry(ErrorClass, String, Option<Duration>),
 }
 
-pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
-    let ForwardRequest { snapshot, route, body, .. } = req;
+/// The walk down the ranked list: what has been tried, and what the failures said.
+struct Walk<'a> {
+    snapshot: &'a Arc<Snapshot>,
+    route: &'a Arc<Route>,
+    endpoint: Endpoint,
+    body: &'a RequestBody,
+    request: wit::Request,
+    states: Vec<wit::BackendState>,
+    log: &'a mut RequestLog,
+    deadline: Instant,
+    attempts: u32,
+    per_provider: Vec<(&'a str, u32)>,
+    last: Option<(ErrorClass, String)>,
+    any_healthy_tried: bool,
+    /// The shortest `Retry-After` of the rate-limited attempts, and whose it was.
+    rate_limited: Option<(Duration, u32)>,
+    /// The budget ran out before the list did.
+    out_of_time: bool,
+}
+
+pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, GatewayError> {
+    let ForwardRequest { snapshot, route, body, log, .. } = req;
     let settings = &snapshot.config.settings;
     let now = now_ms();
     let states = route.states(now, &snapshot.policy);
@@ -89,79 +121,174 @@ pub async fn forward(req: ForwardRequest<'_>) -> Forwarded {
         },
     };
     if order.is_empty() {
-        return Forwarded { result: Err(GatewayError::no_backend(&route.name)), backend: None, attempts: 0 };
+        return Err(GatewayError::no_backend(&route.name));
     }
 
     // === upstream ===
     let max_attempts = settings.max_retries.saturating_add(1);
-    let mut attempts = 0u32;
-    let mut per_provider: Vec<(&str, u32)> = Vec::new();
-    let mut last: Option<(ErrorClass, String)> = None;
-    let mut last_backend = None;
-    let mut any_healthy_tried = false;
+    let mut walk = Walk {
+        snapshot,
+        route,
+        endpoint: req.endpoint,
+        body,
+        request,
+        states,
+        deadline: log.started + settings.request_timeout,
+        log,
+        attempts: 0,
+        per_provider: Vec::new(),
+        last: None,
+        any_healthy_tried: false,
+        rate_limited: None,
+        out_of_time: false,
+    };
     for index in order {
-        if attempts >= max_attempts {
+        if walk.attempts >= max_attempts || walk.out_of_time {
             break;
         }
-        let Some(backend) = route.backends.get(index as usize) else { continue };
-        if !provider_has_budget(&mut per_provider, backend) {
-            continue;
+        if let Some(response) = walk.attempt(index, None).await {
+            return Ok(response);
         }
-        let upstream_body = body.for_upstream(&backend.config.model);
-        let Some(upstream) = backend.provider.request(Method::POST, req.endpoint, upstream_body) else { continue };
-        let upstream = with_json_headers(upstream, req.request_id, body.stream);
-        attempts += 1;
-        any_healthy_tried |= states.get(index as usize).is_some_and(|s| s.healthy);
-        last_backend = Some(backend.label.clone());
+    }
+    // Everything left was rate-limited: a short Retry-After is waited out here
+    // rather than handed to the client.
+    if let Some((wait, index)) = walk.rate_limited
+        && walk.attempts < max_attempts
+        && wait <= MAX_RETRY_AFTER_WAIT
+        && Instant::now() + wait < walk.deadline
+        && let Some(response) = walk.attempt(index, Some(wait)).await
+    {
+        return Ok(response);
+    }
+    Err(walk.give_up())
+}
+
+impl<'a> Walk<'a> {
+    /// One attempt on backend `index`, after the backoff (or `wait`, a Retry-After).
+    /// `Some` is the client's answer; `None` means try the next backend.
+    async fn attempt(&mut self, index: u32, wait: Option<Duration>) -> Option<Response<BerryBody>> {
+        let route: &'a Arc<Route> = self.route;
+        let snapshot = self.snapshot;
+        let settings = &snapshot.config.settings;
+        let backend = route.backends.get(index as usize)?;
+        if !provider_has_budget(&mut self.per_provider, backend) {
+            return None;
+        }
+        let pause = match wait {
+            Some(wait) => wait,
+            None if self.attempts > 0 => backoff(self.attempts, settings),
+            None => Duration::ZERO,
+        };
+        if !pause.is_zero() {
+            tokio::time::sleep(pause.min(self.remaining())).await;
+        }
+        let remaining = self.remaining();
+        if remaining.is_zero() {
+            self.out_of_time = true;
+            return None;
+        }
+        let upstream_body = self.body.for_upstream(&backend.config.model);
+        let upstream = backend.provider.request(Method::POST, self.endpoint, upstream_body)?;
+        let upstream = with_json_headers(upstream, &self.log.request_id, self.body.stream);
+        self.attempts += 1;
+        self.any_healthy_tried |= self.states.get(index as usize).is_some_and(|s| s.healthy);
+        self.log.backend = Some(backend.label.clone());
+        self.log.attempts = self.attempts;
         let in_flight = backend.health.start();
         let started = Instant::now();
-        let attempt = if body.stream {
-            attempt_stream(snapshot, upstream, settings.first_byte_timeout).await
+        let attempt = if self.body.stream {
+            attempt_stream(snapshot, upstream, settings.first_byte_timeout.min(remaining)).await
         } else {
-            let total = backend.provider.timeout.unwrap_or(settings.request_timeout);
-            attempt_unary(snapshot, upstream, total).await
+            let cap = backend.provider.timeout.or(settings.attempt_timeout).map_or(remaining, |t| t.min(remaining));
+            attempt_unary(snapshot, upstream, cap).await
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match attempt {
             Attempt::Answer(response, outcome, usage) => {
-                route.record(index, outcome, latency_ms, &request, &snapshot.policy);
+                route.record(index, outcome, latency_ms, &self.request, &snapshot.policy);
                 backend.count_attempt(&snapshot.metrics, outcome);
-                count_retries(snapshot, route, attempts);
+                count_retries(snapshot, route, self.attempts);
                 if let Some(u) = usage {
-                    count_tokens(&snapshot.metrics, req.user, &route.name, u);
+                    count_tokens(&snapshot.metrics, self.log.user.as_deref().unwrap_or("-"), &route.name, u);
                 }
-                return Forwarded { result: Ok(response), backend: last_backend, attempts };
+                Some(response)
             }
             Attempt::Stream(parts, first, rest) => {
-                count_retries(snapshot, route, attempts);
+                count_retries(snapshot, route, self.attempts);
                 let model = crate::metrics::ModelLabels { model: route.name.clone() };
-                snapshot.metrics.first_byte_seconds.get_or_create(&model).observe(req.started.elapsed().as_secs_f64());
-                let tally = Tally {
-                    metrics: snapshot.metrics.clone(),
-                    user: req.user.to_string(),
-                    model: route.name.clone(),
-                };
-                let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight, tally);
-                let body = relay_stream(first, rest, finish, settings.first_byte_timeout);
-                return Forwarded { result: Ok(stream_response(&parts, body)), backend: last_backend, attempts };
+                let first_byte = self.log.started.elapsed();
+                snapshot.metrics.first_byte_seconds.get_or_create(&model).observe(first_byte.as_secs_f64());
+                self.log.first_byte_ms = Some(first_byte.as_secs_f64() * 1000.0);
+                let line = self.log.hand_off();
+                let request = self.request.clone();
+                let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight, line);
+                let closing = snapshot.closing.clone();
+                let body = relay_stream(first, rest, finish, settings.first_byte_timeout, closing);
+                Some(stream_response(&parts, body))
             }
-            Attempt::Retry(class, description) => {
-                route.record(index, Outcome::Failure(class), latency_ms, &request, &snapshot.policy);
+            Attempt::Retry(class, description, retry_after) => {
+                route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
                 backend.count_attempt(&snapshot.metrics, Outcome::Failure(class));
                 tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");
-                last = Some((class, description));
+                if class == ErrorClass::RateLimit {
+                    let cool = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOL).min(MAX_RATE_LIMIT_COOL);
+                    backend.health.cool(now_ms() + cool.as_millis() as u64);
+                    if self.rate_limited.is_none_or(|(shortest, _)| cool < shortest) {
+                        self.rate_limited = Some((cool, index));
+                    }
+                }
+                self.last = Some((class, description));
+                None
             }
         }
     }
 
-    count_retries(snapshot, route, attempts);
-    let error = match last {
-        None => GatewayError::no_backend(&route.name),
-        Some(_) if !any_healthy_tried => GatewayError::no_backend(&route.name),
-        Some((ErrorClass::Timeout, _)) => GatewayError::upstream_timeout(attempts),
-        Some((_, description)) => GatewayError::upstream_failed(attempts, &description),
-    };
-    Forwarded { result: Err(error), backend: last_backend, attempts }
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The error for a walk that ended without an answer.
+    fn give_up(self) -> GatewayError {
+        count_retries(self.snapshot, self.route, self.attempts);
+        let budget = self.snapshot.config.settings.request_timeout;
+        match (self.rate_limited, self.last) {
+            (Some((wait, _)), _) => GatewayError::upstream_rate_limited(&self.route.name, wait),
+            _ if self.out_of_time => GatewayError::upstream_timeout(self.attempts, budget),
+            (None, None) => GatewayError::no_backend(&self.route.name),
+            _ if !self.any_healthy_tried => GatewayError::no_backend(&self.route.name),
+            (None, Some((ErrorClass::Timeout, _))) => GatewayError::upstream_timeout(self.attempts, budget),
+            (None, Some((_, description))) => GatewayError::upstream_failed(self.attempts, &description),
+        }
+    }
+}
+
+/// The wait before retry number `retry` (1 for the first): uniform in
+/// [0, min(base·2^(retry−1), max)] — "full jitter", so retries of many requests that
+/// failed together do not arrive together.
+fn backoff(retry: u32, settings: &crate::config::Settings) -> Duration {
+    if settings.retry_backoff.is_zero() {
+        return Duration::ZERO;
+    }
+    let ceiling = settings.retry_backoff.saturating_mul(1 << retry.saturating_sub(1).min(16));
+    ceiling.min(settings.retry_backoff_max).mul_f64(fastrand::f64())
+}
+
+/// A provider's `Retry-After` (`retry-after-ms`, as OpenAI sends it, first), as a
+/// wait from now.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let seconds = |s: f64| (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(86_400.0)));
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
+    }
+    let value = text("retry-after")?;
+    match value.parse::<f64>() {
+        Ok(s) => seconds(s),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+        }
+    }
 }
 
 fn count_retries(snapshot: &Snapshot, route: &Route, attempts: u32) {
@@ -226,8 +353,10 @@ async fn attempt_unary(snapshot: &Snapshot, request: Request<Full<Bytes>>, total
         Ok::<_, (ErrorClass, String)>((parts, bytes))
     };
     match tokio::time::timeout(total, exchange).await {
-        Err(_) => Attempt::Retry(ErrorClass::Timeout, format!("no complete response within {}s", total.as_secs_f64())),
-        Ok(Err((class, description))) => Attempt::Retry(class, description),
+        Err(_) => {
+            Attempt::Retry(ErrorClass::Timeout, format!("no complete response within {}s", total.as_secs_f64()), None)
+        }
+        Ok(Err((class, description))) => Attempt::Retry(class, description, None),
         Ok(Ok((parts, bytes))) => judge(parts, bytes),
     }
 }
@@ -257,8 +386,10 @@ async fn attempt_stream(snapshot: &Snapshot, request: Request<Full<Bytes>>, firs
         }
     };
     match tokio::time::timeout(first_byte, exchange).await {
-        Err(_) => Attempt::Retry(ErrorClass::Timeout, format!("no first byte within {}s", first_byte.as_secs_f64())),
-        Ok(Err((class, description))) => Attempt::Retry(class, description),
+        Err(_) => {
+            Attempt::Retry(ErrorClass::Timeout, format!("no first byte within {}s", first_byte.as_secs_f64()), None)
+        }
+        Ok(Err((class, description))) => Attempt::Retry(class, description, None),
         Ok(Ok(attempt)) => attempt,
     }
 }
@@ -271,12 +402,15 @@ fn judge(parts: http::response::Parts, bytes: Bytes) -> Attempt {
         return Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::Success, usage);
     }
     match ErrorClass::from_status(status.as_u16()) {
-        Some(class) => Attempt::Retry(class, format!("upstream answered {}", status.as_u16())),
+        Some(class) => {
+            let wait = (class == ErrorClass::RateLimit).then(|| retry_after(&parts.headers)).flatten();
+            Attempt::Retry(class, format!("upstream answered {}", status.as_u16()), wait)
+        }
         // The caller's own bad request: hand the provider's explanation back.
         None if status.is_client_error() => {
             Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError, None)
         }
-        None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16())),
+        None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16()), None),
     }
 }
 

@@ -10,7 +10,7 @@ pub mod usage;
 pub use body::RequestBody;
 pub use client::UpstreamClient;
 pub(crate) use forward::classify_transport;
-pub use forward::{ForwardRequest, Forwarded, forward};
+pub use forward::{ForwardRequest, forward};
 
 /// The OpenAI endpoints Berry routes, each relayed to the same path under the
 /// provider's base URL.

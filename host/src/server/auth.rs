@@ -12,6 +12,10 @@ const WITHHELD: &[&str] = &["authorization", "x-api-key", "cookie", "proxy-autho
 /// per-request plugin call expensive.
 const MAX_HEADERS: usize = 32;
 const MAX_HEADER_VALUE: usize = 1024;
+/// Longest credential handed to a policy. Real API keys are under 200 bytes; a
+/// longer one is refused here, so no caller can make the policy's work (hashing, in
+/// the sandbox, under its fuel budget) as large as it likes.
+pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 
 /// The caller's token: `Authorization: Bearer …`, else `x-api-key`.
 pub fn token(headers: &HeaderMap) -> &str {
@@ -24,6 +28,10 @@ pub fn token(headers: &HeaderMap) -> &str {
 }
 
 pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Result<wit::Principal, GatewayError> {
+    let token = token(headers);
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Err(GatewayError::unauthorized("invalid_api_key", "Incorrect API key provided."));
+    }
     // Only the headers the policy asked for (none, for token_auth): each one is two
     // strings copied into the sandbox on every request.
     let wanted = snapshot.auth.headers();
@@ -40,10 +48,16 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Re
             .take(MAX_HEADERS)
             .collect()
     };
-    let request = wit::AuthRequest { token: token(headers).to_string(), model: model.to_string(), headers: passed };
+    let request = wit::AuthRequest { token: token.to_string(), model: model.to_string(), headers: passed };
     match snapshot.auth.authorize(&request) {
         Ok(Ok(principal)) => Ok(principal),
         Ok(Err(denial)) => Err(GatewayError::denied(denial.status, &denial.code, denial.message)),
+        // The policy could not judge these credentials (it judges others): refuse
+        // this caller only.
+        Err(e @ crate::plugin::PluginError::Input { .. }) => {
+            tracing::debug!("auth policy failed on this request, denying it: {e}");
+            Err(GatewayError::unauthorized("invalid_api_key", "The credentials could not be verified."))
+        }
         Err(e) => {
             tracing::error!("auth policy failed, denying: {e}");
             Err(GatewayError::plugin_unavailable("auth policy"))

@@ -1,16 +1,15 @@
 //! The relayed endpoints (chat completions, completions, embeddings):
-//! read → authenticate → parse → route → select/upstream/stream (in `relay`).
+//! authenticate → read → parse → route → select/upstream/stream (in `relay`).
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::auth::{allowed, authenticate};
 use super::body::BerryBody;
 use super::context::RequestLog;
+use super::upload;
 use crate::error::GatewayError;
 use crate::gateway::Snapshot;
 use crate::relay::{self, Endpoint, RequestBody};
@@ -25,22 +24,20 @@ pub async fn relay(
     log.relay = true;
     let (parts, body) = request.into_parts();
 
-    // === read === (bounded in size and time: a slow or huge upload cannot pin memory)
+    // === authenticate === (from the headers alone: a stranger's body is never read)
+    let principal = authenticate(snapshot, &parts.headers, "")?;
+    log.user = Some(principal.id.clone());
+
+    // === read === (bounded in size, in time, and in memory across all requests)
     let limit = settings.max_request_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::payload_too_large(limit));
     }
-    let bytes = read_body(body, limit, settings.request_timeout).await?;
-
-    // === authenticate === (before reporting parse errors: strangers learn nothing)
-    let parsed = RequestBody::parse(bytes);
-    let model = parsed.as_ref().map_or("", |b| b.model.as_str());
-    let principal = authenticate(snapshot, &parts.headers, model)?;
-    log.user = Some(principal.id.clone());
+    let upload = upload::read(body, declared, limit, settings.request_timeout, &snapshot.body_budget).await?;
 
     // === parse ===
-    let body = parsed?;
+    let body = RequestBody::parse(upload.bytes.clone())?;
     log.model = Some(body.model.clone());
     log.stream = body.stream;
 
@@ -83,21 +80,16 @@ pub async fn relay(
     }
 
     // === select → upstream → stream back ===
-    let forwarded = relay::forward(relay::ForwardRequest {
+    let mut response = relay::forward(relay::ForwardRequest {
         snapshot,
         route,
         endpoint,
         body: &body,
         user_tags: &principal.tags,
         pin,
-        request_id: &log.request_id,
-        user: &principal.id,
-        started: log.started,
+        log,
     })
-    .await;
-    log.backend = forwarded.backend;
-    log.attempts = forwarded.attempts;
-    let mut response = forwarded.result?;
+    .await?;
     if let Some(d) = &decision {
         rate_limit_headers(response.headers_mut(), d);
     }
@@ -113,13 +105,3 @@ fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::ratelimit::Decis
     }
 }
 
-async fn read_body(body: Incoming, limit: usize, timeout: std::time::Duration) -> Result<Bytes, GatewayError> {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(GatewayError::timeout_reading_body()),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(GatewayError::payload_too_large(limit))
-        }
-        Ok(Err(_)) => Err(GatewayError::bad_request("body_read_error", "Could not read the request body.")),
-    }
-}

@@ -66,12 +66,14 @@ pub fn backend_json(b: &crate::gateway::RouteBackend, v: &crate::health::HealthV
         "successes": v.successes,
         "errors": errors,
         "last_failure_ms": (v.last_failure_ms > 0).then_some(v.last_failure_ms),
+        "rate_limited_until_ms": (v.cooling_until_ms > now_ms()).then_some(v.cooling_until_ms),
         "score": v.score,
     })
 }
 
 /// `GET /health`: every model's backends with circuit state, recovery stage,
-/// latency and error counts. 200 while any route can be served, else 503.
+/// latency and error counts. 200 while any route can be served, else 503. (With
+/// `protect_health`, callers without the admin token get [`short_health`].)
 pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
     let now = now_ms();
     let models: Vec<Value> = snapshot

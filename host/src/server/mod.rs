@@ -4,35 +4,42 @@ mod admin;
 pub mod auth;
 pub mod body;
 mod chat;
-mod context;
+pub mod conn;
+pub mod context;
 mod info;
 mod plugins;
 mod router;
 mod scrape;
 mod status;
+mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::gateway::Gateway;
 
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a server stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every in-flight request and stream finished within the drain timeout.
+    Drained,
+    /// The drain timeout passed: remaining streams were ended with an SSE error event.
+    DrainTimeout,
+    /// A second stop signal during the drain: no more waiting.
+    Forced,
+}
 
 /// A running server, for callers (tests, `main`) that stop it themselves.
 pub struct Server {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Stopped>,
 }
 
 impl Server {
@@ -41,9 +48,10 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, gateway, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let task = tokio::spawn(serve(listener, gateway, shutdown, std::future::pending()));
         Ok(Server { addr, stop: Some(stop), task })
     }
 
@@ -52,27 +60,35 @@ impl Server {
     }
 
     /// Stop accepting, drain in-flight requests (bounded by the drain timeout), return.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(mut self) -> Stopped {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.task).await;
+        (&mut self.task).await.unwrap_or(Stopped::Forced)
     }
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and let in-flight requests
-/// and streams finish, for at most `settings.drain_timeout_seconds`.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+/// and streams finish, for at most `settings.drain_timeout_seconds`; streams still
+/// open then get an SSE error event and end. `force` (a second signal) ends the
+/// drain at once.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+    force: impl Future<Output = ()>,
+) -> Stopped {
     let graceful = GracefulShutdown::new();
+    // Read once: the cap on open connections is a property of the listener.
+    let max_connections = gateway.snapshot().config.settings.max_connections as usize;
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let mut last_full_warning: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Usually EMFILE: back off briefly instead of spinning.
                         tracing::warn!("accept failed: {e}");
@@ -80,28 +96,70 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let gw = gateway.clone();
-                // Boxed: hyper keeps room for the service future in every connection for
-                // its whole life. The relay future is kilobytes; boxed, an idle keep-alive
-                // connection or a long stream (whose future has finished) holds 8 bytes.
-                let service = service_fn(move |req| Box::pin(router::handle(gw.clone(), req)));
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection ended with an error: {e}");
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Closing at once frees the descriptor; the client may retry.
+                    gateway.metrics.connections_rejected.inc();
+                    if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        last_full_warning = Some(std::time::Instant::now());
+                        tracing::warn!(max_connections, "connection limit reached: closing new connections");
                     }
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (gw, watcher, draining) = (gateway.clone(), graceful.watcher(), gateway.signals.draining.clone());
+                tokio::spawn(async move {
+                    let open = OpenConnection::new(&gw.metrics);
+                    conn::serve(stream, peer, gw.clone(), watcher, draining).await;
+                    drop((open, slot));
                 });
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    gateway.signals.draining.cancel();
     let drain = gateway.snapshot().config.settings.drain_timeout;
     tracing::info!("shutting down: draining in-flight requests (up to {}s)", drain.as_secs_f64());
+    let drained = graceful.shutdown();
+    tokio::pin!(drained, force);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!("drain timeout reached; closing remaining connections"),
+        () = &mut drained => {
+            tracing::info!("all connections drained");
+            return Stopped::Drained;
+        }
+        () = tokio::time::sleep(drain) => {}
+        () = &mut force => {
+            tracing::warn!("second stop signal: exiting without waiting for the drain");
+            return Stopped::Forced;
+        }
+    }
+    // Streams still open are told why they end (an SSE error event), then given a
+    // moment for that event to reach their clients.
+    tracing::warn!("drain timeout reached: ending the remaining streams");
+    gateway.signals.closing.cancel();
+    tokio::select! {
+        () = drained => {}
+        () = tokio::time::sleep(CLOSE_GRACE) => {}
+        () = force => return Stopped::Forced,
+    }
+    Stopped::DrainTimeout
+}
+
+/// After the drain timeout, how long closing streams get to send their last event.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Counts an open client connection in `berry_client_connections` while it lives.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(metrics: &crate::metrics::Metrics) -> Self {
+        metrics.open_connections.inc();
+        OpenConnection(metrics.open_connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

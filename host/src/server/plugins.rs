@@ -116,6 +116,7 @@ fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
         "loaded_at_ms": loaded_ms,
         "calls": stats.calls.load(Ordering::Relaxed),
         "failures": stats.failures.load(Ordering::Relaxed),
+        "input_failures": stats.input_failures.load(Ordering::Relaxed),
         "consecutive_failures": stats.consecutive_failures.load(Ordering::Relaxed),
         "quarantined": stats.quarantined(now_ms()),
         "quarantines": stats.quarantines.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! Dispatch by method and path; every response gets the request id and one log line.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
@@ -13,10 +14,20 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
 
-pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Result<Response<BerryBody>, Infallible> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<BerryBody>, Infallible> {
     let id = request_id(request.headers());
-    let mut log = RequestLog::new(id.clone(), request.method().clone(), request.uri().path().to_string());
     let snapshot = gateway.snapshot();
+    let mut log = RequestLog::new(
+        id.clone(),
+        client,
+        request.method().clone(),
+        request.uri().path().to_string(),
+        snapshot.metrics.clone(),
+    );
     let result = if request.uri().path().starts_with("/admin/") {
         plugins::handle(&gateway, request).await
     } else {
@@ -27,7 +38,8 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Result
         e.into_response()
     });
     response.headers_mut().insert("x-request-id", id);
-    log.count(&snapshot.metrics, response.status().as_u16());
+    log.count(response.status().as_u16());
+    // A stream took its own line (written when it ends); this writes nothing then.
     log.emit(response.status().as_u16());
     Ok(response)
 }
@@ -80,7 +92,16 @@ async fn dispatch(
             }
             Ok(scrape::metrics(snapshot))
         }
-        ("/health", Method::GET) => Ok(info::health(snapshot)),
+        ("/health", Method::GET) => {
+            // The layout of every provider is the admin's to see; load balancers only
+            // need the status code, which both forms carry.
+            let protected = snapshot.config.settings.protect_health;
+            if protected && admin::require_admin(snapshot, request.headers()).is_err() {
+                Ok(info::short_health(snapshot))
+            } else {
+                Ok(info::health(snapshot))
+            }
+        }
         ("/v1/models" | "/models" | "/v1/health" | "/health", _) => Err(GatewayError::method_not_allowed()),
         (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
     }
