@@ -193,7 +193,7 @@ PY
 )
 
 # --- 5. plugin call cost, from Berry's own histogram over everything above ---------
-metrics=$(curl -fsS "http://$berry/metrics")
+metrics=$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "http://$berry/metrics")
 plugin_us() {
   local sum count
   sum=$(echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_call_duration_seconds_sum/ && index($0,p) {print $2}')

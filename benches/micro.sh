@@ -40,6 +40,8 @@ for name, ns in rows.items():
     target = ""
     if (group == "strategy_select" and size == "8" and "native" not in name) or group == "auth_authorize":
         target = "≤ 2 µs " + ("✅" if ns <= 2000 else "❌")
+    if group == "stream_translate":
+        target = "≤ 5 µs per chunk " + ("✅" if ns <= 5000 else "❌")
     time = fmt(ns)
     if group == "sse_relay":
         time += f" ({fmt(ns / (int(size) + 1))} per chunk)"  # + the [DONE] event

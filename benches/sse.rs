@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use berry::health::now_ms;
-use berry::relay::stream::{Finish, relay_stream};
+use berry::relay::stream::{Finish, Relay, relay_stream};
 use berry::server::context::RequestLog;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -54,8 +54,15 @@ fn sse(c: &mut Criterion) {
                         snapshot.metrics.clone(),
                     ),
                 );
-                let closing = tokio_util::sync::CancellationToken::new();
-                let mut body = relay_stream(None, upstream, finish, Duration::from_secs(30), closing);
+                let relay = Relay {
+                    first: None,
+                    translator: None,
+                    usage: Default::default(),
+                    idle_timeout: Duration::from_secs(30),
+                    closing: tokio_util::sync::CancellationToken::new(),
+                    dialect: berry::adapter::Dialect::OpenAi,
+                };
+                let mut body = relay_stream(upstream, finish, relay);
                 let mut bytes = 0;
                 while let Some(frame) = body.frame().await {
                     bytes += frame.expect("infallible").into_data().map_or(0, |d| d.len());
@@ -67,5 +74,38 @@ fn sse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, sse);
+/// Stream translation per event, fed from memory: a typical text delta in each
+/// provider's format, through the translator a request to it uses.
+fn translate(c: &mut Criterion) {
+    use berry::adapter::StreamTranslator;
+    let anthropic = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\
+                     \"delta\":{\"type\":\"text_delta\",\"text\":\"token of a streamed answer \"}}\n\n";
+    let gemini = "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\
+                  \"token of a streamed answer \"}]},\"index\":0}],\"modelVersion\":\"gemini-x\",\"responseId\":\"r1\"}\r\n\r\n";
+    let openai = "data: {\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\
+                  \"model\":\"mock\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"token of a streamed answer \"},\
+                  \"finish_reason\":null}]}\n\n";
+    let mut group = c.benchmark_group("stream_translate");
+    group.throughput(Throughput::Elements(1));
+    type Make = fn() -> Box<dyn StreamTranslator>;
+    let cases: [(&str, &str, Make); 3] = [
+        ("anthropic_to_openai", anthropic, || Box::new(berry::adapter::anthropic::stream::ToChat::new("m", false))),
+        ("gemini_to_openai", gemini, || Box::new(berry::adapter::gemini::stream::ToChat::new("m", false))),
+        ("openai_to_anthropic", openai, || Box::new(berry::adapter::inbound::stream::FromChat::new("m"))),
+    ];
+    for (name, event, make) in cases {
+        let mut translator = make();
+        let mut out = Vec::with_capacity(1024);
+        group.bench_function(BenchmarkId::new(name, "per_event"), |b| {
+            b.iter(|| {
+                out.clear();
+                let _ = translator.feed(black_box(event.as_bytes()), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, sse, translate);
 criterion_main!(benches);

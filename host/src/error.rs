@@ -231,7 +231,18 @@ impl GatewayError {
     }
 
     pub fn into_response(self) -> Response<BerryBody> {
-        let mut response = Response::new(full(self.json_body()));
+        self.into_response_as(crate::adapter::Dialect::OpenAi)
+    }
+
+    /// The response in the shape the client's API uses for errors.
+    pub fn into_response_as(self, dialect: crate::adapter::Dialect) -> Response<BerryBody> {
+        let body = match dialect {
+            crate::adapter::Dialect::OpenAi => self.json_body(),
+            dialect => {
+                Bytes::from(crate::adapter::error_body(dialect, self.status.as_u16(), self.kind, self.code, &self.message))
+            }
+        };
+        let mut response = Response::new(full(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -12,8 +12,10 @@
 //! - [`health`]: per-backend passive stats and circuit breaker.
 //! - [`relay`]: upstream client, body rewrite, retries, stream pass-through.
 //! - [`server`]: the HTTP front door and its handlers.
-//! - [`mock`]: the embedded OpenAI-compatible mock provider.
+//! - [`adapter`]: the wire formats of providers (OpenAI, Azure, Anthropic, Gemini).
+//! - [`mock`]: the embedded mock provider (OpenAI, Anthropic and Gemini formats).
 
+pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod gateway;

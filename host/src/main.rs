@@ -146,6 +146,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(e) = config.exposure_error(&listen) {
         return fail(&format!("refusing to serve {}:\n{e}", path.display()));
     }
+    config.log_warnings();
     let max_connections = u64::from(config.settings.max_connections);
     match berry::server::conn::raise_fd_limit() {
         // Each client connection may hold an upstream connection too.
@@ -246,6 +247,10 @@ async fn check_config(path: PathBuf) -> ExitCode {
     // without listening: the same checks a start or reload runs.
     let models = config.models.len();
     let users = config.users.len();
+    #[allow(clippy::print_stderr, reason = "CLI output")]
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     match Gateway::start(config).await {
         Ok(_) => {
             println!("{}: OK ({models} models, {users} users)", path.display());

@@ -5,6 +5,7 @@ Run by tests/integration/e2e.rs against a live gateway:
 Exits non-zero (with a traceback) on any failed expectation.
 """
 
+import json
 import os
 
 import openai
@@ -55,5 +56,57 @@ except openai.NotFoundError:
     pass
 else:
     raise AssertionError("an unknown model must raise NotFoundError")
+
+# A model whose backends speak OpenAI's, Anthropic's and Gemini's formats (round
+# robin): every answer looks like OpenAI's to the SDK.
+mixed = os.environ.get("BERRY_MIXED_MODEL")
+if mixed:
+    for i in range(3):
+        reply = client.chat.completions.create(model=mixed, messages=[{"role": "user", "content": f"mixed {i}"}])
+        assert reply.choices[0].message.content.endswith(f"You said: mixed {i}"), reply
+        assert reply.usage.completion_tokens > 0, reply.usage
+    for i in range(3):
+        pieces = []
+        with client.chat.completions.create(
+            model=mixed,
+            messages=[{"role": "user", "content": f"streamed {i}"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        ) as stream:
+            usage = None
+            for chunk in stream:
+                if chunk.usage:
+                    usage = chunk.usage
+                if chunk.choices and chunk.choices[0].delta.content:
+                    pieces.append(chunk.choices[0].delta.content)
+        assert "".join(pieces).endswith(f"You said: streamed {i}"), pieces
+        assert usage is not None and usage.completion_tokens > 0, usage
+    tools = [{"type": "function", "function": {"name": "search", "description": "Search the web.",
+              "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+    for i in range(3):
+        reply = client.chat.completions.create(
+            model=mixed, messages=[{"role": "user", "content": "find cats"}], tools=tools)
+        call = reply.choices[0].message.tool_calls[0]
+        assert reply.choices[0].finish_reason == "tool_calls", reply
+        assert call.function.name == "search" and json.loads(call.function.arguments) == {"query": "find cats"}, call
+    for i in range(3):
+        calls = {}
+        with client.chat.completions.create(
+            model=mixed, messages=[{"role": "user", "content": "find dogs"}], tools=tools, stream=True
+        ) as stream:
+            for chunk in stream:
+                for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                    entry = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+                    if tc.function.name:
+                        entry["name"] = tc.function.name
+                    entry["arguments"] += tc.function.arguments or ""
+        assert calls[0]["name"] == "search" and json.loads(calls[0]["arguments"]) == {"query": "find dogs"}, calls
+
+# The Responses API and a single model's details.
+response = client.responses.create(model=model, input="respond please")
+assert response.output_text.endswith("You said: respond please"), response
+events = [event.type for event in client.responses.create(model=model, input="stream it", stream=True)]
+assert "response.output_text.delta" in events and events[-1] == "response.completed", events
+assert client.models.retrieve(model).id == model
 
 print("openai SDK end-to-end: OK")

@@ -146,3 +146,41 @@ async fn the_binary_serves_the_demo_config_and_stops_on_sigterm() {
     let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn berry_api_configs_load_unchanged_with_warnings_for_what_has_no_effect() {
+    let dir = repo().join("tests/fixtures/berry-api");
+    for (file, warnings) in [
+        (
+            "config-example.toml",
+            &[
+                "settings.max_internal_retries: has no effect",
+                "settings.smart_ai.lightweight_check_interval_seconds: has no effect",
+                "users.analyst.allowed_models[1]: no model is named \"haiku-lite\"",
+                "providers.azure_east.backend_type: the base_url is an Azure OpenAI resource",
+                "models.chat_pro.strategy: \"weighted_failover\" is berry-api's name",
+            ][..],
+        ),
+        (
+            "smart_ai_example.toml",
+            &[
+                "settings.max_internal_retries: has no effect",
+                "settings.smart_ai.lightweight_check_interval_seconds: has no effect",
+            ][..],
+        ),
+    ] {
+        let out = berry().arg("check-config").arg(dir.join(file)).env("BERRY_CACHE_DIR", "").output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {stderr}");
+        for w in warnings {
+            assert!(stderr.contains(&format!("warning: {w}")), "{file}: missing warning {w:?} in\n{stderr}");
+        }
+    }
+    // berry-api's names carry their meaning.
+    let text = std::fs::read_to_string(dir.join("config-example.toml")).expect("fixture");
+    let config = berry::config::parse(&text, &|_| None).expect("parses");
+    assert_eq!(config.settings.circuit_breaker_threshold, 4);
+    assert_eq!(config.settings.circuit_breaker_cooldown, std::time::Duration::from_secs(90));
+    assert_eq!(config.providers["claude"].backend, berry::config::BackendType::Anthropic);
+    assert_eq!(config.model("chat-pro").map(|m| m.strategy.as_str()), Some("weighted_random"));
+}

@@ -1,57 +1,95 @@
-//! The official `openai` Python SDK as a real client, against an in-process gateway.
-//! The test installs the SDK from PyPI into a virtualenv under `target/` (once).
+//! The official `openai` and `anthropic` Python SDKs as real clients, against an
+//! in-process gateway. The test installs both SDKs from PyPI into a virtualenv under
+//! `target/` (once).
 
 use std::path::PathBuf;
 use std::process::Command;
 
+use berry::mock::{MockServer, MockSettings};
+
 use crate::harness::*;
 
-fn python_with_openai() -> PathBuf {
+/// The SDKs, with the versions they must be at least.
+const SDKS: [(&str, &str); 2] = [("openai", "openai>=1.66,<3"), ("anthropic", "anthropic>=0.40,<1")];
+
+fn python_with_sdks() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let venv = root.join("target").join("e2e-venv");
     let python = venv.join("bin").join("python");
-    let has_sdk = |py: &PathBuf| Command::new(py).args(["-c", "import openai"]).status().is_ok_and(|s| s.success());
-    if !has_sdk(&python) {
+    let has = |py: &PathBuf, module: &str| {
+        Command::new(py).args(["-c", &format!("import {module}")]).status().is_ok_and(|s| s.success())
+    };
+    if !python.exists() {
         let made = Command::new("python3").arg("-m").arg("venv").arg(&venv).status().expect("python3 -m venv");
         assert!(made.success(), "creating the virtualenv failed");
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai>=1.40,<3"])
-            .status()
-            .expect("pip install openai");
-        assert!(installed.success(), "installing the openai SDK from PyPI failed");
     }
-    assert!(has_sdk(&python), "the openai SDK is not importable");
+    let missing: Vec<&str> = SDKS.iter().filter(|(m, _)| !has(&python, m)).map(|(_, spec)| *spec).collect();
+    if !missing.is_empty() {
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(&missing)
+            .status()
+            .expect("pip install");
+        assert!(installed.success(), "installing {missing:?} from PyPI failed");
+    }
+    for (module, _) in SDKS {
+        assert!(has(&python, module), "the {module} SDK is not importable");
+    }
     python
 }
 
+async fn mock_named(name: &str) -> MockServer {
+    MockServer::start("127.0.0.1:0", MockSettings { name: name.into(), chunks: 4, split_bytes: 7, ..Default::default() })
+        .await
+        .expect("mock")
+}
+
+fn run(python: PathBuf, script: &str, env: Vec<(&'static str, String)>) -> std::process::Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e").join(script);
+    Command::new(python).arg(script).envs(env).output().expect("run the SDK script")
+}
+
 #[tokio::test]
-async fn the_official_openai_sdk_works_through_berry() {
-    let up = berry::mock::MockServer::start(
-        "127.0.0.1:0",
-        berry::mock::MockSettings { name: "up".into(), chunks: 4, ..Default::default() },
-    )
-    .await
-    .expect("mock");
-    let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
-    let python = tokio::task::spawn_blocking(python_with_openai).await.expect("join");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/openai_client.py");
-    let base = gw.url("/v1");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .env("BERRY_BASE_URL", base)
-            .env("BERRY_TOKEN", TOKEN)
-            .env("BERRY_MODEL", "m")
-            .output()
-            .expect("run the SDK script")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "SDK script failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("OK"));
+async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
+    let (up, oa, an, ge) = (mock_named("up").await, mock_named("oa").await, mock_named("an").await, mock_named("ge").await);
+    let mut toml = config("weighted_random", &[("up", &up)], &[], "");
+    for (name, mock, kind) in [("oa", &oa, "openai"), ("an", &an, "anthropic"), ("ge", &ge, "gemini")] {
+        toml.push_str(&format!(
+            "[providers.{name}]\nbase_url = \"{}\"\napi_key = \"sk-{name}\"\nmodels = [\"up-model\"]\nbackend_type = \"{kind}\"\n",
+            mock.base_url()
+        ));
+    }
+    toml.push_str("[models.mixed]\nname = \"mixed\"\nstrategy = \"round_robin\"\n");
+    for name in ["oa", "an", "ge"] {
+        toml.push_str(&format!("[[models.mixed.backends]]\nprovider = \"{name}\"\nmodel = \"up-model\"\n"));
+    }
+    toml.push_str("[models.claude]\nname = \"claude\"\n[[models.claude.backends]]\nprovider = \"an\"\nmodel = \"up-model\"\n");
+    let gw = TestGateway::start(&toml).await;
+    let python = tokio::task::spawn_blocking(python_with_sdks).await.expect("join");
+
+    let openai_env = vec![
+        ("BERRY_BASE_URL", gw.url("/v1")),
+        ("BERRY_TOKEN", TOKEN.to_string()),
+        ("BERRY_MODEL", "m".to_string()),
+        ("BERRY_MIXED_MODEL", "mixed".to_string()),
+    ];
+    let anthropic_env = vec![
+        ("BERRY_BASE_URL", gw.base.clone()),
+        ("BERRY_TOKEN", TOKEN.to_string()),
+        ("BERRY_MODEL", "mixed".to_string()),
+        ("BERRY_NATIVE_MODEL", "claude".to_string()),
+    ];
+    for (script, env, ok) in [
+        ("openai_client.py", openai_env, "openai SDK end-to-end: OK"),
+        ("anthropic_client.py", anthropic_env, "anthropic SDK end-to-end: OK"),
+    ] {
+        let python = python.clone();
+        let output = tokio::task::spawn_blocking(move || run(python, script, env)).await.expect("join");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains(ok),
+            "{script} failed:\nstdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -379,9 +379,9 @@ fn compiled_plugins_are_cached_on_disk() {
             .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
             .count()
     };
-    // The demo config uses five of the stock plugins (four strategies and token_auth).
-    assert_eq!(entries(), 5);
+    // The demo config uses six of the stock plugins (five strategies and token_auth).
+    assert_eq!(entries(), 6);
     let warm = run();
-    assert_eq!(entries(), 5, "a warm start writes nothing new");
+    assert_eq!(entries(), 6, "a warm start writes nothing new");
     eprintln!("check-config with the demo config: cold {cold:?}, warm {warm:?}");
 }

@@ -50,6 +50,8 @@ fn args() -> Result<Args, String> {
 #[derive(Default)]
 struct Seen {
     completed: u64,
+    /// Completed, but ended by an error event instead of `[DONE]`.
+    interrupted: u64,
     errors: u64,
     ttfb_us: Vec<u32>,
     chunk_us: Vec<u32>,
@@ -97,6 +99,7 @@ async fn main() {
     for task in tasks {
         if let Ok(seen) = task.await {
             all.completed += seen.completed;
+            all.interrupted += seen.interrupted;
             all.errors += seen.errors;
             all.ttfb_us.extend(seen.ttfb_us);
             all.chunk_us.extend(seen.chunk_us);
@@ -105,9 +108,10 @@ async fn main() {
     let (t50, t99) = percentiles(&mut all.ttfb_us);
     let (c50, c99) = percentiles(&mut all.chunk_us);
     println!(
-        r#"{{"streams":{},"completed":{},"errors":{},"chunks":{},"ttfb_p50_us":{t50},"ttfb_p99_us":{t99},"chunk_p50_us":{c50},"chunk_p99_us":{c99}}}"#,
+        r#"{{"streams":{},"completed":{},"interrupted":{},"errors":{},"chunks":{},"ttfb_p50_us":{t50},"ttfb_p99_us":{t99},"chunk_p50_us":{c50},"chunk_p99_us":{c99}}}"#,
         args.streams,
         all.completed,
+        all.interrupted,
         all.errors,
         all.chunk_us.len()
     );
@@ -133,6 +137,7 @@ async fn one_stream(
     let mut body = response.into_body();
     let mut first = true;
     let mut line = Vec::new();
+    let mut done = false;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| e.to_string())?;
         let Ok(data) = frame.into_data() else { continue };
@@ -146,6 +151,7 @@ async fn one_stream(
                 line.push(b);
                 continue;
             }
+            done |= line.as_slice() == b"data: [DONE]";
             if let Some(sent) = line.strip_prefix(b": sent_us=")
                 && let Some(sent) = std::str::from_utf8(sent).ok().and_then(|s| s.parse::<u128>().ok())
             {
@@ -153,6 +159,10 @@ async fn one_stream(
             }
             line.clear();
         }
+    }
+    // A stream that ends without `[DONE]` was cut short (an SSE error event).
+    if !done {
+        seen.interrupted += 1;
     }
     Ok(())
 }

@@ -57,6 +57,10 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Where the file was read from; relative plugin paths resolve against its folder.
     pub source: Option<PathBuf>,
+    /// Things that load but deserve the operator's attention (keys from berry-api
+    /// that have no effect here, references to models that do not exist), each with
+    /// its key path. Logged at every load; printed by `check-config`.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +130,37 @@ pub struct Provider {
     pub max_retries: Option<u32>,
     /// How `per_token` backends of this provider are probed.
     pub probe: Probe,
+    /// The provider's wire format.
+    pub backend: BackendType,
+    /// Azure: `api-version` for deployment URLs; `None`: Azure's v1 API.
+    pub api_version: Option<String>,
+    /// Forward the caller's `OpenAI-Organization` / `OpenAI-Project` headers.
+    pub forward_organization_headers: bool,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// A provider's wire format (`backend_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendType {
+    /// OpenAI's API and everything compatible with it: passed through unchanged.
+    OpenAi,
+    /// Azure OpenAI: OpenAI's bodies, Azure's URLs and `api-key` header.
+    Azure,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (generateContent).
+    Gemini,
+}
+
+impl BackendType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendType::OpenAi => "openai",
+            BackendType::Azure => "azure",
+            BackendType::Anthropic => "anthropic",
+            BackendType::Gemini => "gemini",
+        }
+    }
 }
 
 /// The active health probe of a provider.
@@ -260,6 +294,13 @@ impl Config {
                  from other machines: set an admin_token of your own (or remove it), or listen on 127.0.0.1"
             )
         })
+    }
+
+    /// One log line per warning (at start and on every reload).
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!("config: {warning}");
+        }
     }
 
     pub fn model(&self, name: &str) -> Option<&Model> {

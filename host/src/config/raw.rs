@@ -40,6 +40,11 @@ pub struct RawSettings {
     pub circuit_breaker_threshold: Option<u32>,
     pub circuit_breaker_window_seconds: Option<f64>,
     pub circuit_breaker_cooldown_seconds: Option<f64>,
+    // berry-api's names for the same settings (seed configs load unchanged).
+    pub circuit_breaker_failure_threshold: Option<u32>,
+    pub circuit_breaker_timeout_seconds: Option<f64>,
+    /// berry-api: retries "inside" a request; Berry's max_retries already is that.
+    pub max_internal_retries: Option<u32>,
     pub recovery_successes_per_stage: Option<u32>,
     pub health_check_timeout_seconds: Option<f64>,
     pub max_request_body_bytes: Option<u64>,
@@ -70,6 +75,9 @@ pub struct RawSmartAi {
     pub exploration_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub non_premium_stability_bonus: Option<f64>,
+    /// berry-api's light connectivity check; Berry's health probes do that job.
+    #[serde(skip_serializing)]
+    pub lightweight_check_interval_seconds: Option<f64>,
     #[serde(default)]
     pub confidence_adjustments: RawConfidenceAdjustments,
 }
@@ -106,6 +114,13 @@ pub struct RawProvider {
     pub timeout_seconds: Option<f64>,
     pub max_retries: Option<u32>,
     pub probe: Option<String>,
+    /// Wire format: "openai" (default), "azure", "anthropic" (or berry-api's
+    /// "claude"), "gemini".
+    pub backend_type: Option<String>,
+    /// Azure: the `api-version` of the deployment URLs; without it, Azure's v1 API.
+    pub api_version: Option<String>,
+    /// Forward the caller's `OpenAI-Organization` and `OpenAI-Project` headers.
+    pub forward_organization_headers: Option<bool>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }

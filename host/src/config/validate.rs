@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
 use super::{
-    AuthSettings, Backend, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Probe, Provider, RateLimit,
-    Secret, Settings, User,
+    AuthSettings, Backend, BackendType, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Probe,
+    Provider, RateLimit, Secret, Settings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -21,8 +21,9 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         let message = e.inner().message().to_string();
         one(if path == "." { format!("config: {message}") } else { format!("{path}: {message}") })
     })?;
-    let mut v = Validator { errors: Vec::new(), env };
-    let config = v.config(raw);
+    let mut v = Validator { errors: Vec::new(), warnings: Vec::new(), env };
+    let mut config = v.config(raw);
+    config.warnings = v.warnings;
     if v.errors.is_empty() { Ok(config) } else { Err(ConfigError { errors: v.errors }) }
 }
 
@@ -32,12 +33,39 @@ fn one(message: String) -> ConfigError {
 
 struct Validator<'a> {
     errors: Vec<String>,
+    warnings: Vec<String>,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
+
+/// Strategy names from berry-api, and the stock strategy that does what they did
+/// (weighted choice among healthy backends, failing over to the rest, recovering
+/// backends at a reduced share).
+const SEED_STRATEGIES: &[(&str, &str)] =
+    &[("weighted_failover", "weighted_random"), ("smart_weighted_failover", "weighted_random")];
 
 impl Validator<'_> {
     fn error(&mut self, path: &str, message: impl AsRef<str>) {
         self.errors.push(format!("{path}: {}", message.as_ref()));
+    }
+
+    fn warn(&mut self, path: &str, message: impl AsRef<str>) {
+        self.warnings.push(format!("{path}: {}", message.as_ref()));
+    }
+
+    /// A setting that berry-api spelt differently: either name works, not both.
+    fn alias<T: PartialEq + Copy + std::fmt::Display>(
+        &mut self,
+        path: &str,
+        (name, value): (&str, Option<T>),
+        (seed_name, seed_value): (&str, Option<T>),
+    ) -> Option<T> {
+        match (value, seed_value) {
+            (Some(a), Some(b)) if a != b => {
+                self.error(&format!("{path}.{seed_name}"), format!("is berry-api's name for {name}, which says {a}"));
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
     }
 
     /// Expand `${NAME}` references. A missing variable is an error only where the
@@ -99,6 +127,7 @@ impl Validator<'_> {
             plugins,
             auth: AuthSettings { policy, config_json: auth_config },
             source: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -136,7 +165,35 @@ impl Validator<'_> {
         if max_body == 0 || max_body > 1 << 30 {
             self.error(&format!("{p}.max_request_body_bytes"), "must be between 1 and 1073741824");
         }
-        let threshold = raw.circuit_breaker_threshold.unwrap_or(5);
+        let threshold = self
+            .alias(
+                p,
+                ("circuit_breaker_threshold", raw.circuit_breaker_threshold),
+                ("circuit_breaker_failure_threshold", raw.circuit_breaker_failure_threshold),
+            )
+            .unwrap_or(5);
+        let cooldown = self.alias(
+            p,
+            ("circuit_breaker_cooldown_seconds", raw.circuit_breaker_cooldown_seconds),
+            ("circuit_breaker_timeout_seconds", raw.circuit_breaker_timeout_seconds),
+        );
+        if let Some(n) = raw.max_internal_retries {
+            self.warn(
+                &format!("{p}.max_internal_retries"),
+                format!(
+                    "has no effect (berry-api): Berry retries on the next backend within each request, \
+                     up to max_retries ({}); {n} is ignored",
+                    raw.max_retries.unwrap_or(3)
+                ),
+            );
+        }
+        if raw.smart_ai.lightweight_check_interval_seconds.is_some() {
+            self.warn(
+                &format!("{p}.smart_ai.lightweight_check_interval_seconds"),
+                "has no effect (berry-api): per_token backends are probed every health_check_interval_seconds \
+                 (recovering ones every recovery_check_interval_seconds); per_request ones recover through traffic",
+            );
+        }
         if threshold == 0 {
             self.error(&format!("{p}.circuit_breaker_threshold"), "must be at least 1");
         }
@@ -217,11 +274,7 @@ impl Validator<'_> {
                 raw.circuit_breaker_window_seconds,
                 60.0,
             ),
-            circuit_breaker_cooldown: self.seconds(
-                &format!("{p}.circuit_breaker_cooldown_seconds"),
-                raw.circuit_breaker_cooldown_seconds,
-                30.0,
-            ),
+            circuit_breaker_cooldown: self.seconds(&format!("{p}.circuit_breaker_cooldown_seconds"), cooldown, 30.0),
             recovery_successes_per_stage: match raw.recovery_successes_per_stage.unwrap_or(3) {
                 0 => {
                     self.error(&format!("{p}.recovery_successes_per_stage"), "must be at least 1");
@@ -297,6 +350,36 @@ impl Validator<'_> {
             }
         }
         let timeout = raw.timeout_seconds.map(|s| self.seconds(&format!("{p}.timeout_seconds"), Some(s), 30.0));
+        let backend = match raw.backend_type.as_deref().unwrap_or("openai") {
+            "openai" => BackendType::OpenAi,
+            "azure" => BackendType::Azure,
+            "anthropic" | "claude" => BackendType::Anthropic,
+            "gemini" => BackendType::Gemini,
+            other => {
+                self.error(
+                    &format!("{p}.backend_type"),
+                    format!("must be \"openai\", \"azure\", \"anthropic\" (or \"claude\") or \"gemini\", got {other:?}"),
+                );
+                BackendType::OpenAi
+            }
+        };
+        if backend == BackendType::OpenAi && base_url.contains(".openai.azure.com") {
+            self.warn(
+                &format!("{p}.backend_type"),
+                "the base_url is an Azure OpenAI resource: set backend_type = \"azure\" (and api_version) so Berry \
+                 builds Azure's URLs and sends the key as `api-key`",
+            );
+        }
+        if raw.api_version.is_some() && backend != BackendType::Azure {
+            self.error(&format!("{p}.api_version"), "is only used with backend_type = \"azure\"");
+        }
+        let forward_organization_headers = raw.forward_organization_headers.unwrap_or(false);
+        if forward_organization_headers && !matches!(backend, BackendType::OpenAi | BackendType::Azure) {
+            self.error(
+                &format!("{p}.forward_organization_headers"),
+                "only applies to backend_type \"openai\" or \"azure\"",
+            );
+        }
         let probe = match raw.probe.as_deref().unwrap_or("models") {
             "models" => Probe::Models,
             "chat" => Probe::Chat,
@@ -316,6 +399,9 @@ impl Validator<'_> {
             timeout,
             max_retries: raw.max_retries,
             probe,
+            backend,
+            api_version: raw.api_version,
+            forward_organization_headers,
             headers,
         }
     }
@@ -378,7 +464,16 @@ impl Validator<'_> {
             if !names.insert(name.clone()) {
                 self.error(&format!("{p}.name"), format!("model name {name:?} is used by another model"));
             }
-            let strategy = m.strategy.unwrap_or_else(|| "weighted_random".to_string());
+            let mut strategy = m.strategy.unwrap_or_else(|| "weighted_random".to_string());
+            if let Some((seed, stock)) = SEED_STRATEGIES.iter().find(|(seed, _)| *seed == strategy)
+                && !plugins.contains_key(&strategy)
+            {
+                self.warn(
+                    &format!("{p}.strategy"),
+                    format!("{seed:?} is berry-api's name; Berry serves it with the stock {stock:?} (same behaviour)"),
+                );
+                strategy = (*stock).to_string();
+            }
             let is_plugin = plugins.get(&strategy).is_some_and(|s| s.kind == PluginKind::Strategy);
             if !STOCK_STRATEGIES.contains(&strategy.as_str()) && !is_plugin {
                 self.error(
@@ -466,8 +561,10 @@ impl Validator<'_> {
                 _ => {}
             }
             for (i, m) in u.allowed_models.iter().enumerate() {
+                // Allowing a model that does not exist grants nothing: worth a warning
+                // (a typo?), not a refusal to load.
                 if !models.iter().any(|model| &model.name == m) {
-                    self.error(&format!("{p}.allowed_models[{i}]"), format!("unknown model {m:?}"));
+                    self.warn(&format!("{p}.allowed_models[{i}]"), format!("no model is named {m:?}"));
                 }
             }
             let limits = u.rate_limit;
@@ -558,7 +655,7 @@ token = "t"
             .replace("[users.u]\ntoken = \"t\"", "[users.u]\ntoken = \"t\"\nallowed_models = [\"nope\"]");
         let e = errors(&text);
         assert!(e.contains(&"models.m.backends[0].provider: unknown provider \"q\"".to_string()), "{e:?}");
-        assert!(e.iter().any(|x| x.starts_with("users.u.allowed_models[0]")), "{e:?}");
+        assert!(e.iter().all(|x| !x.starts_with("users.u.allowed_models[0]")), "a warning, not an error: {e:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
-pub use route::{Route, RouteBackend, to_wit_state};
+pub use route::{Route, RouteBackend, Target, to_wit_state};
 pub use snapshot::{Shared, Snapshot};
 
 use crate::config::Config;
@@ -168,6 +168,7 @@ impl Gateway {
     /// Prepare (fallible, off the request path) then swap (one atomic store).
     /// Callers hold `reloading`.
     async fn rebuild(self: &Arc<Self>, config: Config) -> Result<(), String> {
+        config.log_warnings();
         let listen = lock(&self.listen).clone();
         if let Some(e) = listen.and_then(|l| config.exposure_error(&l)) {
             self.count_reload("rejected");

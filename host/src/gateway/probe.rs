@@ -12,13 +12,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Method, header};
-use http_body_util::{BodyExt, Limited};
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full, Limited};
 
 use super::{Gateway, RouteBackend, Snapshot};
 use crate::config::{BillingMode, Probe};
 use crate::health::{BackendHealth, ErrorClass, Outcome, now_ms};
-use crate::relay::{Endpoint, classify_transport};
+use crate::relay::{Endpoint, RequestBody, classify_transport};
 
 /// Largest probe answer read (then dropped).
 const MAX_PROBE_BODY: usize = 1 << 20;
@@ -38,11 +38,10 @@ pub fn spawn(gateway: Weak<Gateway>) {
     });
 }
 
-/// One probe: what to call, and which backends its answer speaks for.
+/// One probe: the request, and which backends its answer speaks for.
 struct Probing<'a> {
     backends: Vec<&'a RouteBackend>,
-    endpoint: Endpoint,
-    body: Bytes,
+    request: Request<Full<Bytes>>,
 }
 
 async fn probe_due(snapshot: &Snapshot, next_due: &mut HashMap<(Arc<str>, Arc<str>), Instant>) {
@@ -64,24 +63,21 @@ async fn probe_due(snapshot: &Snapshot, next_due: &mut HashMap<(Arc<str>, Arc<st
             continue;
         }
         *due = now + interval;
-        match backend.provider.probe {
+        let provider = &backend.provider;
+        match provider.probe {
             Probe::None => {}
-            Probe::Models => by_provider
-                .entry(backend.provider.key.as_str())
-                .or_insert_with(|| Probing { backends: Vec::new(), endpoint: Endpoint::Models, body: Bytes::new() })
-                .backends
-                .push(backend),
+            Probe::Models => {
+                if let Some(probing) = by_provider.get_mut(provider.key.as_str()) {
+                    probing.backends.push(backend);
+                } else if let Some(uri) = provider.models_url() {
+                    let request = provider.request(Method::GET, uri.clone(), Bytes::new());
+                    by_provider.insert(provider.key.as_str(), Probing { backends: vec![backend], request });
+                }
+            }
             Probe::Chat => {
-                let body = serde_json::json!({
-                    "model": backend.config.model,
-                    "messages": [{ "role": "user", "content": "ping" }],
-                    "max_tokens": 1,
-                });
-                chats.push(Probing {
-                    backends: vec![backend],
-                    endpoint: Endpoint::ChatCompletions,
-                    body: Bytes::from(body.to_string()),
-                });
+                if let Some(request) = chat_probe(backend) {
+                    chats.push(Probing { backends: vec![backend], request });
+                }
             }
         }
     }
@@ -89,24 +85,38 @@ async fn probe_due(snapshot: &Snapshot, next_due: &mut HashMap<(Arc<str>, Arc<st
     futures_util::future::join_all(probes).await;
 }
 
-async fn run(snapshot: &Snapshot, probe: Probing<'_>, timeout: Duration) {
-    let Some(first) = probe.backends.first() else { return };
-    let method = if probe.endpoint == Endpoint::Models { Method::GET } else { Method::POST };
-    let Some(mut request) = first.provider.request(method, probe.endpoint, probe.body) else { return };
+/// A one-token chat completion for `backend`, in its provider's format.
+fn chat_probe(backend: &RouteBackend) -> Option<Request<Full<Bytes>>> {
+    let target = backend.target(Endpoint::ChatCompletions, false)?;
+    let chat = serde_json::json!({
+        "model": backend.config.model,
+        "messages": [{ "role": "user", "content": "ping" }],
+        "max_tokens": 1,
+    });
+    let body = RequestBody::parse(Bytes::from(chat.to_string())).ok()?;
+    let bytes = target.plan.body(&body, backend.provider.adapter, &backend.config.model).ok()?;
+    let mut request = backend.provider.request(Method::POST, target.uri.clone(), bytes);
     request.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    Some(request)
+}
+
+async fn run(snapshot: &Snapshot, probe: Probing<'_>, timeout: Duration) {
     let started = Instant::now();
     let exchange = async {
-        let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
+        let response = snapshot.client.inner().request(probe.request).await.map_err(classify_transport)?;
         let status = response.status();
         // Read the answer so the connection returns to the pool.
-        let _ = Limited::new(response.into_body(), MAX_PROBE_BODY).collect().await;
-        Ok::<_, (ErrorClass, String)>(status)
+        let body = Limited::new(response.into_body(), MAX_PROBE_BODY).collect().await.map(|c| c.to_bytes());
+        Ok::<_, (ErrorClass, String)>((status, body.unwrap_or_default()))
     };
+    let Some(first) = probe.backends.first() else { return };
     let outcome = match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Outcome::Failure(ErrorClass::Timeout),
         Ok(Err((class, _))) => Outcome::Failure(class),
-        Ok(Ok(status)) if status.is_success() => Outcome::Success,
-        Ok(Ok(status)) => Outcome::Failure(ErrorClass::from_status(status.as_u16()).unwrap_or(ErrorClass::Server)),
+        Ok(Ok((status, _))) if status.is_success() => Outcome::Success,
+        Ok(Ok((status, body))) => Outcome::Failure(
+            first.provider.adapter.classify(status.as_u16(), &body).unwrap_or(ErrorClass::Server),
+        ),
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     for backend in &probe.backends {

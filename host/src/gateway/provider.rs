@@ -1,83 +1,119 @@
-//! A provider as the relay uses it: resolved URLs and prepared headers.
+//! A provider as the relay uses it: its adapter, its prepared key and headers.
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use http_body_util::Full;
 
-use crate::config::{Probe, Provider};
+use crate::adapter::{self, Adapter};
+use crate::config::{BackendType, Probe, Provider};
 use crate::relay::Endpoint;
 
 pub struct ProviderRuntime {
     pub key: String,
     pub enabled: bool,
-    /// `Authorization: Bearer <key>`, marked sensitive so it is never logged.
-    pub authorization: Option<HeaderValue>,
+    /// The provider's config, with any `mock://` base URL resolved.
+    pub spec: Provider,
+    pub adapter: &'static dyn Adapter,
+    /// The key header (`Authorization: Bearer …`, `x-api-key`, …), marked sensitive
+    /// so it is never logged.
+    key_header: Option<(HeaderName, HeaderValue)>,
+    /// The adapter's default headers, then the configured ones (which win).
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub timeout: Option<std::time::Duration>,
     pub max_retries: Option<u32>,
     pub probe: Probe,
-    /// Upstream URL per endpoint, indexed by `Endpoint as usize`.
-    urls: Vec<Option<Uri>>,
+    /// `GET` URL of the model list (the active probe).
+    models_url: Option<Uri>,
 }
 
 impl ProviderRuntime {
     /// `base_url` is the provider's URL with any `mock://` already resolved to the
     /// embedded mock's real address.
     pub fn new(config: &Provider, base_url: &str) -> Result<Self, String> {
-        let authorization = if config.api_key.is_empty() {
+        let adapter = adapter::for_backend(config.backend);
+        let key_header = if config.api_key.is_empty() {
             None
         } else {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose()))
-                .map_err(|_| format!("providers.{}.api_key: not a valid header value", config.key))?;
-            v.set_sensitive(true);
-            Some(v)
+            let (name, mut value) = adapter
+                .key_header(config.api_key.expose())
+                .map_err(|e| format!("providers.{}.api_key: {e}", config.key))?;
+            value.set_sensitive(true);
+            Some((name, value))
         };
-        let urls =
-            Endpoint::ALL.iter().map(|e| format!("{base_url}{}", e.upstream_path()).parse::<Uri>().ok()).collect();
+        let mut spec = config.clone();
+        spec.base_url = base_url.to_string();
+        let mut headers = adapter.default_headers();
+        headers.retain(|(name, _)| !config.headers.iter().any(|(n, _)| n == name));
+        headers.extend(config.headers.iter().cloned());
+        let models_url = adapter.url(&spec, Endpoint::Models, "", false).and_then(|u| u.parse().ok());
         Ok(ProviderRuntime {
             key: config.key.clone(),
             enabled: config.enabled,
-            authorization,
-            headers: config.headers.clone(),
+            adapter,
+            key_header,
+            headers,
             timeout: config.timeout,
             max_retries: config.max_retries,
             probe: config.probe,
-            urls,
+            models_url,
+            spec,
         })
     }
 
     /// A placeholder for a disabled backend whose provider is not configured.
     pub fn disabled(key: &str) -> Self {
+        let spec = Provider {
+            key: key.to_string(),
+            name: key.to_string(),
+            base_url: String::new(),
+            api_key: crate::config::Secret::default(),
+            models: Vec::new(),
+            enabled: false,
+            timeout: None,
+            max_retries: None,
+            probe: Probe::None,
+            backend: BackendType::OpenAi,
+            api_version: None,
+            forward_organization_headers: false,
+            headers: Vec::new(),
+        };
         ProviderRuntime {
             key: key.to_string(),
             enabled: false,
-            authorization: None,
+            adapter: adapter::for_backend(BackendType::OpenAi),
+            key_header: None,
             headers: Vec::new(),
             timeout: None,
             max_retries: None,
             probe: Probe::None,
-            urls: Vec::new(),
+            models_url: None,
+            spec,
         }
     }
 
-    pub fn url(&self, endpoint: Endpoint) -> Option<&Uri> {
-        self.urls.get(endpoint as usize).and_then(Option::as_ref)
+    /// The upstream URL of `endpoint` for the provider's `model`.
+    pub fn url(&self, endpoint: Endpoint, model: &str, stream: bool) -> Option<Uri> {
+        self.adapter.url(&self.spec, endpoint, model, stream)?.parse().ok()
     }
 
-    /// A request to this provider: its key, its configured headers, our user agent.
-    /// The caller's own headers are never copied here.
-    pub fn request(&self, method: Method, endpoint: Endpoint, body: Bytes) -> Option<Request<Full<Bytes>>> {
+    pub fn models_url(&self) -> Option<&Uri> {
+        self.models_url.as_ref()
+    }
+
+    /// A request to this provider: its key, its headers, our user agent. The
+    /// caller's own headers are never copied here.
+    pub fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
-        *request.uri_mut() = self.url(endpoint)?.clone();
+        *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("berry/", env!("CARGO_PKG_VERSION"))));
-        if let Some(auth) = &self.authorization {
-            headers.insert(header::AUTHORIZATION, auth.clone());
+        if let Some((name, value)) = &self.key_header {
+            headers.insert(name.clone(), value.clone());
         }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
         }
-        Some(request)
+        request
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use http::Uri;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Backend, BillingMode};
@@ -11,6 +12,8 @@ use crate::health::{BackendHealth, CircuitPolicy, CircuitView, ErrorClass, Outco
 use crate::metrics::{AttemptLabels, Metrics};
 use crate::plugin::StrategyPlugin;
 use crate::plugin::strategy::wit;
+use crate::relay::Endpoint;
+use crate::relay::plan::Plan;
 
 use super::provider::ProviderRuntime;
 
@@ -23,12 +26,35 @@ pub struct RouteBackend {
     /// This backend's attempt counters, one per outcome, looked up in the metric
     /// family once instead of on every request.
     attempts: [OnceLock<Counter>; Outcome::COUNT],
+    /// How each endpoint (streamed or not) reaches this backend, worked out once per
+    /// config: `None` where the backend cannot serve it. See [`RouteBackend::target`].
+    targets: Vec<Option<Target>>,
+}
+
+/// Where and how a request for one endpoint goes to a backend.
+pub struct Target {
+    pub plan: Plan,
+    pub uri: Uri,
 }
 
 impl RouteBackend {
     pub fn new(config: Backend, provider: Arc<ProviderRuntime>, health: Arc<BackendHealth>) -> Self {
         let label = format!("{}/{}", config.provider, config.model).into();
-        RouteBackend { config, provider, health, label, attempts: Default::default() }
+        let targets = Endpoint::ALL
+            .iter()
+            .flat_map(|&endpoint| [false, true].map(|stream| (endpoint, stream)))
+            .map(|(endpoint, stream)| {
+                let plan = Plan::new(endpoint, provider.adapter)?;
+                let uri = provider.url(plan.upstream, &config.model, stream)?;
+                Some(Target { plan, uri })
+            })
+            .collect();
+        RouteBackend { config, provider, health, label, attempts: Default::default(), targets }
+    }
+
+    /// How a request for `endpoint` reaches this backend, or `None` when it cannot.
+    pub fn target(&self, endpoint: Endpoint, stream: bool) -> Option<&Target> {
+        self.targets.get(endpoint as usize * 2 + usize::from(stream))?.as_ref()
     }
 
     /// Enabled in config and on an enabled provider.

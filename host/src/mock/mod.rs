@@ -1,11 +1,15 @@
-//! The embedded mock provider: an OpenAI-compatible server with deterministic
-//! answers, real SSE streaming, configurable latency and failure injection.
+//! The embedded mock provider: deterministic answers in OpenAI's, Anthropic's and
+//! Gemini's wire formats (stream and non-stream, tool calls, each API's own error
+//! shape), with configurable latency and failure injection.
 //!
 //! It backs the demo config (`mock://` providers), the tests and the benchmarks, and
 //! runs standalone as `berry mock-provider --port N`. Besides the OpenAI paths it
 //! serves `POST /mock/control` (change knobs at runtime) and `GET /mock/stats`
 //! (hit counters and the last request received, for assertions).
 
+mod anthropic;
+mod gemini;
+mod openai_responses;
 mod responses;
 mod settings;
 
@@ -28,6 +32,7 @@ use tokio::sync::watch;
 
 pub use settings::{FailMode, MockSettings, MockUpdate};
 
+pub use responses::Api;
 use responses::{MockBody, json_response};
 
 /// Hit counters and the last request, shared by a server and its handle.
@@ -40,6 +45,12 @@ pub struct MockState {
     pub embeddings: AtomicU64,
     /// `GET /models` hits: what active health probes use.
     pub models: AtomicU64,
+    /// Responses API hits.
+    pub responses: AtomicU64,
+    /// Anthropic Messages API hits (count_tokens included).
+    pub messages: AtomicU64,
+    /// Gemini generateContent hits.
+    pub gemini: AtomicU64,
     pub last: Mutex<Option<RecordedRequest>>,
     /// Failures left of a `fail_next` (then none); negative: `fail_rate` decides.
     fail_budget: std::sync::atomic::AtomicI64,
@@ -49,6 +60,7 @@ pub struct MockState {
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
     pub method: String,
+    /// Path and query.
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
@@ -174,7 +186,7 @@ async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Res
     if let Ok(mut last) = state.last.lock() {
         *last = Some(RecordedRequest {
             method: parts.method.to_string(),
-            path: path.clone(),
+            path: parts.uri.path_and_query().map_or_else(|| path.clone(), ToString::to_string),
             headers: parts
                 .headers
                 .iter()
@@ -184,15 +196,17 @@ async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Res
         });
     }
     let settings = state.settings.load_full();
-    let counter = match path.trim_start_matches("/v1") {
-        "/chat/completions" => Some(&state.chat),
-        "/completions" => Some(&state.completions),
-        "/embeddings" => Some(&state.embeddings),
-        "/models" => Some(&state.models),
-        _ => None,
-    };
-    let Some(counter) = counter else {
+    let Some(api) = Api::of(&path) else {
         return Ok(responses::error(StatusCode::NOT_FOUND, "unknown_url", &format!("Unknown request URL: {path}")));
+    };
+    let counter = match api {
+        Api::Chat => &state.chat,
+        Api::Completions => &state.completions,
+        Api::Embeddings => &state.embeddings,
+        Api::Models => &state.models,
+        Api::Responses => &state.responses,
+        Api::Messages | Api::CountTokens => &state.messages,
+        Api::Gemini { .. } => &state.gemini,
     };
     counter.fetch_add(1, Ordering::Relaxed);
 
@@ -204,7 +218,7 @@ async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Res
         match settings.fail {
             FailMode::Status(status) => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut response = responses::error(status, "mock_failure", "Injected failure from the mock provider.");
+                let mut response = responses::failure(&api, status, "Injected failure from the mock provider.");
                 if settings.retry_after_ms > 0 {
                     let headers = response.headers_mut();
                     headers.insert("retry-after-ms", http::HeaderValue::from(settings.retry_after_ms));
@@ -220,7 +234,10 @@ async fn handle(state: Arc<MockState>, request: Request<Incoming>) -> Result<Res
         }
     }
     let break_mid_stream = failing && settings.fail == FailMode::MidStream;
-    Ok(responses::answer(&path, &body, &settings, break_mid_stream))
+    let mut response = responses::answer(&api, &body, &settings, break_mid_stream);
+    response.headers_mut().insert("x-request-id", http::HeaderValue::from_static("mock-upstream-request"));
+    response.headers_mut().insert("x-ratelimit-remaining-requests", http::HeaderValue::from_static("999"));
+    Ok(response)
 }
 
 fn stats_json(state: &MockState) -> serde_json::Value {
@@ -238,6 +255,9 @@ fn stats_json(state: &MockState) -> serde_json::Value {
         "completions": state.completions.load(Ordering::Relaxed),
         "embeddings": state.embeddings.load(Ordering::Relaxed),
         "models": state.models.load(Ordering::Relaxed),
+        "responses": state.responses.load(Ordering::Relaxed),
+        "messages": state.messages.load(Ordering::Relaxed),
+        "gemini": state.gemini.load(Ordering::Relaxed),
         "last_request": last,
         "settings": &**state.settings.load(),
     })

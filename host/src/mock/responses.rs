@@ -32,10 +32,50 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<MockBody
     )
 }
 
-/// The answer for `path` (under `/v1`) to a request `body`.
-pub fn answer(path: &str, body: &Bytes, settings: &MockSettings, break_mid_stream: bool) -> Response<MockBody> {
-    let path = path.trim_start_matches("/v1");
-    if path == "/models" {
+/// The APIs the mock serves, told apart by path (under any prefix, so Azure's
+/// deployment URLs and Gemini's `/v1beta/models/…` reach them too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Models,
+    /// Anthropic's Messages API.
+    Messages,
+    CountTokens,
+    /// Gemini's `models/{model}:generateContent` (or `:streamGenerateContent`).
+    Gemini { model: String, stream: bool },
+}
+
+impl Api {
+    pub fn of(path: &str) -> Option<Api> {
+        if let Some((_, rest)) = path.split_once("/models/")
+            && let Some((model, method)) = rest.split_once(':')
+        {
+            return match method {
+                "generateContent" => Some(Api::Gemini { model: model.to_string(), stream: false }),
+                "streamGenerateContent" => Some(Api::Gemini { model: model.to_string(), stream: true }),
+                _ => None,
+            };
+        }
+        let ends = |suffix: &str| path.ends_with(suffix);
+        Some(match () {
+            _ if ends("/chat/completions") => Api::Chat,
+            _ if ends("/completions") => Api::Completions,
+            _ if ends("/embeddings") => Api::Embeddings,
+            _ if ends("/responses") => Api::Responses,
+            _ if ends("/messages/count_tokens") => Api::CountTokens,
+            _ if ends("/messages") => Api::Messages,
+            _ if ends("/models") => Api::Models,
+            _ => return None,
+        })
+    }
+}
+
+/// The answer of `api` to a request `body`.
+pub fn answer(api: &Api, body: &Bytes, settings: &MockSettings, break_mid_stream: bool) -> Response<MockBody> {
+    if *api == Api::Models {
         let ids: Vec<&str> = if settings.models.is_empty() {
             vec!["mock"]
         } else {
@@ -46,50 +86,120 @@ pub fn answer(path: &str, body: &Bytes, settings: &MockSettings, break_mid_strea
         return json_response(StatusCode::OK, &json!({ "object": "list", "data": data }));
     }
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_json", "Request body is not valid JSON.");
+        return failure(api, StatusCode::BAD_REQUEST, "Request body is not valid JSON.");
     };
     let model = request.get("model").and_then(Value::as_str).unwrap_or("mock").to_string();
-    match path {
-        "/embeddings" => embeddings(&request, &model, settings),
-        "/completions" => completions(&request, &model, settings),
-        _ if request.get("stream").and_then(Value::as_bool) == Some(true) => {
-            stream_chat(&request, &model, settings, break_mid_stream)
-        }
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    match api {
+        Api::Embeddings => embeddings(&request, &model, settings),
+        Api::Completions => completions(&request, &model, settings),
+        Api::Responses => super::openai_responses::answer(&request, &model, settings, stream, break_mid_stream),
+        Api::Messages => super::anthropic::answer(&request, &model, settings, stream, break_mid_stream),
+        Api::CountTokens => super::anthropic::count_tokens(&request),
+        Api::Gemini { model, stream } => super::gemini::answer(&request, model, settings, *stream, break_mid_stream),
+        _ if stream => stream_chat(&request, &model, settings, break_mid_stream),
         _ => chat(&request, &model, settings),
+    }
+}
+
+/// An injected failure (or a bad request) in `api`'s own error shape.
+pub fn failure(api: &Api, status: StatusCode, message: &str) -> Response<MockBody> {
+    match api {
+        Api::Messages | Api::CountTokens => super::anthropic::error(status, message),
+        Api::Gemini { .. } => super::gemini::error(status, message),
+        _ => error(status, "mock_failure", message),
     }
 }
 
 /// The reply text: fixed words plus the caller's last message, so it is stable
 /// across runs and different per prompt.
-fn reply_text(request: &Value) -> String {
-    let last = request
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| m.last())
-        .and_then(|m| m.get("content"))
-        .and_then(Value::as_str)
-        .or_else(|| request.get("prompt").and_then(Value::as_str))
-        .unwrap_or("");
-    let echoed: String = last.chars().take(200).collect();
+pub fn reply_text(request: &Value) -> String {
+    let echoed: String = last_user_text(request).chars().take(200).collect();
     format!("Hello from Berry's mock provider! You said: {echoed}")
 }
 
-fn words(text: &str) -> u64 {
+/// The text of the last message in any of the formats the mock speaks (OpenAI
+/// `messages`/`prompt`/`input`, Anthropic `messages` blocks, Gemini `contents`).
+pub fn last_user_text(request: &Value) -> String {
+    // Text parts, Anthropic tool results and Gemini function responses all count.
+    let text_of = |content: &Value| match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| {
+                p.get("text")
+                    .or_else(|| p.get("content").filter(|_| p.get("type").and_then(Value::as_str) == Some("tool_result")))
+                    .or_else(|| p.pointer("/functionResponse/response/content"))
+                    .and_then(Value::as_str)
+            })
+            .collect(),
+        _ => String::new(),
+    };
+    if let Some(last) = request.get("messages").and_then(Value::as_array).and_then(|m| m.last()) {
+        return last.get("content").map(text_of).unwrap_or_default();
+    }
+    if let Some(last) = request.get("contents").and_then(Value::as_array).and_then(|c| c.last()) {
+        return last.get("parts").map(text_of).unwrap_or_default();
+    }
+    request.get("prompt").or_else(|| request.get("input")).map(text_of).unwrap_or_default()
+}
+
+/// Whether the last message answers a tool call (then the mock replies in text;
+/// otherwise, given tools, it calls the first one).
+pub fn answers_a_tool(request: &Value) -> bool {
+    let last = request.get("messages").and_then(Value::as_array).and_then(|m| m.last());
+    if let Some(last) = last {
+        return last.get("role").and_then(Value::as_str) == Some("tool")
+            || last.get("content").and_then(Value::as_array).is_some_and(|blocks| {
+                blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            });
+    }
+    let last = request.get("contents").and_then(Value::as_array).and_then(|c| c.last());
+    last.and_then(|c| c.get("parts")).and_then(Value::as_array).is_some_and(|parts| {
+        parts.iter().any(|p| p.get("functionResponse").is_some())
+    })
+}
+
+/// The tool call the mock makes, if the request offers tools: (name, arguments).
+pub fn tool_call(request: &Value) -> Option<(String, Value)> {
+    if answers_a_tool(request) {
+        return None;
+    }
+    let tools = request.get("tools").and_then(Value::as_array)?;
+    let first = tools.first()?;
+    let name = first
+        .pointer("/function/name")
+        .or_else(|| first.get("name"))
+        .or_else(|| first.pointer("/functionDeclarations/0/name"))
+        .and_then(Value::as_str)?;
+    Some((name.to_string(), json!({ "query": last_user_text(request) })))
+}
+
+pub fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
 
-fn usage(request: &Value, reply: &str) -> Value {
+pub fn usage(request: &Value, reply: &str) -> Value {
     let prompt = words(&request.get("messages").map(Value::to_string).unwrap_or_default());
     let completion = words(reply);
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
 }
 
-fn now_s() -> u64 {
+pub fn now_s() -> u64 {
     crate::health::now_ms() / 1000
 }
 
 fn chat(request: &Value, model: &str, settings: &MockSettings) -> Response<MockBody> {
     let reply = reply_text(request);
+    let (message, finish) = match tool_call(request) {
+        Some((name, args)) => (
+            json!({ "role": "assistant", "content": null, "tool_calls": [{
+                "id": "call_mock_1", "type": "function",
+                "function": { "name": name, "arguments": args.to_string() } }] }),
+            "tool_calls",
+        ),
+        None => (json!({ "role": "assistant", "content": reply }), "stop"),
+    };
     json_response(
         StatusCode::OK,
         &json!({
@@ -98,7 +208,7 @@ fn chat(request: &Value, model: &str, settings: &MockSettings) -> Response<MockB
             "created": now_s(),
             "model": model,
             "system_fingerprint": settings.name,
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": reply }, "finish_reason": "stop" }],
+            "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
             "usage": usage(request, &reply),
         }),
     )
@@ -162,7 +272,6 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
     let id = format!("chatcmpl-mock-{}", fastrand::u32(..));
     let created = now_s();
     let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-    let pieces = split_even(&reply, settings.chunks.max(1) as usize);
     let chunk = |delta: Value, finish: Value| {
         json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -171,11 +280,29 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
         })
     };
     let mut events: Vec<Value> = Vec::new();
-    for (i, piece) in pieces.iter().enumerate() {
-        let delta = if i == 0 { json!({ "role": "assistant", "content": piece }) } else { json!({ "content": piece }) };
-        events.push(chunk(delta, Value::Null));
+    match tool_call(request) {
+        Some((name, args)) => {
+            let args = args.to_string();
+            let (head, tail) = args.split_at(args.len() / 2);
+            events.push(chunk(
+                json!({ "role": "assistant", "content": null, "tool_calls": [{ "index": 0, "id": "call_mock_1",
+                    "type": "function", "function": { "name": name, "arguments": "" } }] }),
+                Value::Null,
+            ));
+            for piece in [head, tail] {
+                events.push(chunk(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }), Value::Null));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        }
+        None => {
+            for (i, piece) in split_even(&reply, settings.chunks.max(1) as usize).iter().enumerate() {
+                let delta =
+                    if i == 0 { json!({ "role": "assistant", "content": piece }) } else { json!({ "content": piece }) };
+                events.push(chunk(delta, Value::Null));
+            }
+            events.push(chunk(json!({}), json!("stop")));
+        }
     }
-    events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         let mut last = chunk(json!({}), Value::Null);
         last["choices"] = json!([]);
@@ -191,9 +318,16 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
         })
         .collect();
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse_response(frames, settings, break_mid_stream)
+}
+
+/// A streamed answer of `frames` (whole SSE events), paced by `chunk_delay_ms`, cut
+/// into `split_bytes` pieces when asked, stamped when asked, and broken off half-way
+/// when `break_mid_stream`.
+pub fn sse_response(frames: Vec<Bytes>, settings: &MockSettings, break_mid_stream: bool) -> Response<MockBody> {
     let cut = break_mid_stream.then_some(frames.len() / 2);
     let delay = Duration::from_millis(settings.chunk_delay_ms);
-    let stamp = settings.stamp;
+    let (stamp, split) = (settings.stamp, settings.split_bytes as usize);
     let stream = futures_util::stream::iter(frames.into_iter().enumerate()).then(move |(i, frame)| async move {
         if i > 0 && !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -202,10 +336,19 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
             return Err(std::io::Error::other("mock breaks the stream"));
         }
         let frame = if stamp { stamped(&frame) } else { frame };
-        Ok::<_, std::io::Error>(Frame::data(frame))
+        let pieces: Vec<Bytes> = if split == 0 {
+            vec![frame]
+        } else {
+            (0..frame.len()).step_by(split).map(|at| frame.slice(at..(at + split).min(frame.len()))).collect()
+        };
+        Ok::<_, std::io::Error>(futures_util::stream::iter(pieces.into_iter().map(|p| Ok(Frame::data(p)))))
     });
     // An error item aborts the chunked response: the client sees a broken stream.
-    let body = StreamBody::new(stream).boxed_unsync();
+    let stream = stream.map(|r| match r {
+        Ok(pieces) => pieces.left_stream(),
+        Err(e) => futures_util::stream::iter(vec![Err(e)]).right_stream(),
+    });
+    let body = StreamBody::new(stream.flatten()).boxed_unsync();
     let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -220,7 +363,7 @@ fn stamped(frame: &[u8]) -> Bytes {
     Bytes::from(out)
 }
 
-fn split_even(text: &str, parts: usize) -> Vec<String> {
+pub fn split_even(text: &str, parts: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let size = chars.len().div_ceil(parts).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()

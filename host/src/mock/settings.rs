@@ -43,6 +43,9 @@ pub struct MockSettings {
     pub stamp: bool,
     /// Model ids served by `/models`; empty means it lists the model "mock".
     pub models: Vec<String>,
+    /// Cut every streamed event into pieces of this many bytes (0: whole events), so
+    /// clients meet events split at arbitrary places.
+    pub split_bytes: u32,
 }
 
 impl Default for MockSettings {
@@ -58,6 +61,7 @@ impl Default for MockSettings {
             sse_ids: false,
             stamp: false,
             models: Vec::new(),
+            split_bytes: 0,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct MockUpdate {
     pub fail_next: Option<u32>,
     pub sse_ids: Option<bool>,
     pub stamp: Option<bool>,
+    pub split_bytes: Option<u32>,
 }
 
 impl MockSettings {
@@ -104,6 +109,9 @@ impl MockSettings {
         if let Some(v) = u.stamp {
             self.stamp = v;
         }
+        if let Some(v) = u.split_bytes {
+            self.split_bytes = v;
+        }
     }
 
     /// Parse `mock://name?latency_ms=5&chunks=8&chunk_delay_ms=10&fail=500&fail_rate=0.3&sse_ids=true`.
@@ -124,6 +132,7 @@ impl MockSettings {
                 "retry_after_ms" => s.retry_after_ms = value.parse().map_err(|_| bad())?,
                 "sse_ids" => s.sse_ids = value.parse().map_err(|_| bad())?,
                 "stamp" => s.stamp = value.parse().map_err(|_| bad())?,
+                "split_bytes" => s.split_bytes = value.parse().map_err(|_| bad())?,
                 "models" => s.models = value.split(',').map(str::to_string).collect(),
                 "fail" => {
                     s.fail = match value {

@@ -14,6 +14,8 @@ pub struct RequestBody {
     bytes: Bytes,
     pub model: String,
     pub stream: bool,
+    /// `stream_options.include_usage`: the client wants a usage chunk at the end.
+    pub include_usage: bool,
     /// The debug `backend` pin, as written ("provider" or "provider:model").
     pub backend: Option<String>,
     /// Byte range of the `model` value (including its quotes) in `bytes`.
@@ -41,6 +43,7 @@ impl RequestBody {
         }
         let mut model = None;
         let mut stream = false;
+        let mut include_usage = false;
         let mut backend = None;
         let mut backend_member = None;
         for (i, m) in members.iter().enumerate() {
@@ -57,6 +60,12 @@ impl RequestBody {
                             GatewayError::bad_request("invalid_stream", "'stream' must be a boolean.")
                                 .with_param("stream")
                         })?
+                        .unwrap_or(false);
+                }
+                "stream_options" => {
+                    include_usage = serde_json::from_str::<serde_json::Value>(m.value.get())
+                        .ok()
+                        .and_then(|v| v.get("include_usage")?.as_bool())
                         .unwrap_or(false);
                 }
                 "backend" => {
@@ -76,7 +85,12 @@ impl RequestBody {
             );
         };
         let backend_span = backend_member.map(|i| member_span(text, &members, i));
-        Ok(RequestBody { bytes, model, stream, backend, model_span, backend_span })
+        Ok(RequestBody { bytes, model, stream, include_usage, backend, model_span, backend_span })
+    }
+
+    /// The body as the client sent it.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
     }
 
     /// The body to send upstream: the same bytes with `model` set to `upstream_model`

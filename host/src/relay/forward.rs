@@ -24,31 +24,29 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http_body_util::Full;
 
 use super::Endpoint;
+use super::attempt::{self, Attempt, Reply, Started};
 use super::body::RequestBody;
 use super::stream::{Finish, relay_stream};
-use super::usage::{self, Usage};
+use super::usage::Usage;
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
 use crate::health::{ErrorClass, Outcome, now_ms};
 use crate::plugin::strategy::wit;
-use crate::server::body::{BerryBody, full};
+use crate::server::body::BerryBody;
 use crate::server::context::RequestLog;
 
-/// Largest non-streaming upstream response Berry buffers.
-const MAX_UPSTREAM_BODY: usize = 64 << 20;
-/// Largest upstream error body kept for a streaming request.
-const MAX_ERROR_BODY: usize = 64 << 10;
 /// Longest upstream `Retry-After` the walk waits out itself.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(2);
 /// How long a backend that answered 429 without a `Retry-After` is cooled.
 const DEFAULT_RATE_LIMIT_COOL: Duration = Duration::from_secs(1);
 /// Longest cool-down a `Retry-After` can impose on a backend.
 const MAX_RATE_LIMIT_COOL: Duration = Duration::from_secs(300);
+/// Client headers forwarded to providers that opt in (`forward_organization_headers`).
+const ORGANIZATION_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 
 /// One client request, ready to forward.
 pub struct ForwardRequest<'a> {
@@ -62,16 +60,8 @@ pub struct ForwardRequest<'a> {
     /// The request's log line: forwarding fills in the backend and attempts, and a
     /// stream takes the line with it (it is written when the stream ends).
     pub log: &'a mut RequestLog,
-}
-
-enum Attempt {
-    /// A complete answer for the client, with the token usage it reported.
-    Answer(Response<BerryBody>, Outcome, Option<Usage>),
-    /// A stream whose first bytes arrived: from here on it is passed through.
-    Stream(http::response::Parts, Option<Bytes>, Incoming),
-    /// Failed before anything reached the client: try the next backend. A rate
-    /// limit carries the provider's `Retry-After`.
-    Retry(ErrorClass, String, Option<Duration>),
+    /// The client's headers (a few are forwarded to providers that opt in).
+    pub headers: &'a HeaderMap,
 }
 
 /// The walk down the ranked list: what has been tried, and what the failures said.
@@ -92,6 +82,11 @@ struct Walk<'a> {
     rate_limited: Option<(Duration, u32)>,
     /// The budget ran out before the list did.
     out_of_time: bool,
+    headers: &'a HeaderMap,
+    /// A backend was passed over because it cannot serve this endpoint.
+    unsupported: bool,
+    /// Why the request could not be put into a backend's format, if it could not.
+    untranslatable: Option<String>,
 }
 
 pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, GatewayError> {
@@ -141,6 +136,9 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         any_healthy_tried: false,
         rate_limited: None,
         out_of_time: false,
+        headers: req.headers,
+        unsupported: false,
+        untranslatable: None,
     };
     for index in order {
         if walk.attempts >= max_attempts || walk.out_of_time {
@@ -171,9 +169,21 @@ impl<'a> Walk<'a> {
         let snapshot = self.snapshot;
         let settings = &snapshot.config.settings;
         let backend = route.backends.get(index as usize)?;
+        let Some(target) = backend.target(self.endpoint, self.body.stream) else {
+            self.unsupported = true;
+            return None;
+        };
         if !provider_has_budget(&mut self.per_provider, backend) {
             return None;
         }
+        let adapter = backend.provider.adapter;
+        let upstream_body = match target.plan.body(self.body, adapter, &backend.config.model) {
+            Ok(body) => body,
+            Err(e) => {
+                self.untranslatable = Some(e);
+                return None;
+            }
+        };
         let pause = match wait {
             Some(wait) => wait,
             None if self.attempts > 0 => backoff(self.attempts, settings),
@@ -187,20 +197,42 @@ impl<'a> Walk<'a> {
             self.out_of_time = true;
             return None;
         }
-        let upstream_body = self.body.for_upstream(&backend.config.model);
-        let upstream = backend.provider.request(Method::POST, self.endpoint, upstream_body)?;
-        let upstream = with_json_headers(upstream, &self.log.request_id, self.body.stream);
+        let mut upstream = backend.provider.request(Method::POST, target.uri.clone(), upstream_body);
+        with_json_headers(&mut upstream, &self.log.request_id, self.body.stream);
+        // A client of Anthropic's API, passed through to Anthropic: its beta flags
+        // describe the body it wrote.
+        if target.plan.is_native()
+            && self.endpoint.dialect() == crate::adapter::Dialect::Anthropic
+            && let Some(beta) = self.headers.get("anthropic-beta")
+        {
+            upstream.headers_mut().insert("anthropic-beta", beta.clone());
+        }
+        if backend.provider.spec.forward_organization_headers {
+            for name in ORGANIZATION_HEADERS {
+                if let Some(value) = self.headers.get(name) {
+                    upstream.headers_mut().insert(name, value.clone());
+                }
+            }
+        }
         self.attempts += 1;
         self.any_healthy_tried |= self.states.get(index as usize).is_some_and(|s| s.healthy);
         self.log.backend = Some(backend.label.clone());
         self.log.attempts = self.attempts;
+        let reply = Reply {
+            plan: target.plan,
+            adapter,
+            model: &backend.config.model,
+            client_model: &self.body.model,
+            include_usage: self.body.include_usage,
+            dialect: self.endpoint.dialect(),
+        };
         let in_flight = backend.health.start();
         let started = Instant::now();
         let attempt = if self.body.stream {
-            attempt_stream(snapshot, upstream, settings.first_byte_timeout.min(remaining)).await
+            attempt::stream(snapshot, upstream, settings.first_byte_timeout.min(remaining), &reply).await
         } else {
             let cap = backend.provider.timeout.or(settings.attempt_timeout).map_or(remaining, |t| t.min(remaining));
-            attempt_unary(snapshot, upstream, cap).await
+            attempt::unary(snapshot, upstream, cap, &reply).await
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         match attempt {
@@ -213,7 +245,7 @@ impl<'a> Walk<'a> {
                 }
                 Some(response)
             }
-            Attempt::Stream(parts, first, rest) => {
+            Attempt::Stream(Started { parts, first, rest, translator, usage }) => {
                 count_retries(snapshot, route, self.attempts);
                 let model = crate::metrics::ModelLabels { model: route.name.clone() };
                 let first_byte = self.log.started.elapsed();
@@ -222,9 +254,16 @@ impl<'a> Walk<'a> {
                 let line = self.log.hand_off();
                 let request = self.request.clone();
                 let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight, line);
-                let closing = snapshot.closing.clone();
-                let body = relay_stream(first, rest, finish, settings.first_byte_timeout, closing);
-                Some(stream_response(&parts, body))
+                let relay = super::stream::Relay {
+                    first,
+                    translator,
+                    usage,
+                    idle_timeout: settings.first_byte_timeout,
+                    closing: snapshot.closing.clone(),
+                    dialect: self.endpoint.dialect(),
+                };
+                let body = relay_stream(rest, finish, relay);
+                Some(attempt::stream_response(&parts, target.plan.is_native(), body))
             }
             Attempt::Retry(class, description, retry_after) => {
                 route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
@@ -251,6 +290,17 @@ impl<'a> Walk<'a> {
     fn give_up(self) -> GatewayError {
         count_retries(self.snapshot, self.route, self.attempts);
         let budget = self.snapshot.config.settings.request_timeout;
+        if self.attempts == 0
+            && let Some(reason) = self.untranslatable
+        {
+            return GatewayError::bad_request("invalid_request", reason);
+        }
+        if self.attempts == 0 && self.unsupported {
+            return GatewayError::bad_request(
+                "unsupported_endpoint",
+                format!("No backend of model '{}' serves this API.", self.route.name),
+            );
+        }
         match (self.rate_limited, self.last) {
             (Some((wait, _)), _) => GatewayError::upstream_rate_limited(&self.route.name, wait),
             _ if self.out_of_time => GatewayError::upstream_timeout(self.attempts, budget),
@@ -271,24 +321,6 @@ fn backoff(retry: u32, settings: &crate::config::Settings) -> Duration {
     }
     let ceiling = settings.retry_backoff.saturating_mul(1 << retry.saturating_sub(1).min(16));
     ceiling.min(settings.retry_backoff_max).mul_f64(fastrand::f64())
-}
-
-/// A provider's `Retry-After` (`retry-after-ms`, as OpenAI sends it, first), as a
-/// wait from now.
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let seconds = |s: f64| (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(86_400.0)));
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return seconds(ms / 1000.0);
-    }
-    let value = text("retry-after")?;
-    match value.parse::<f64>() {
-        Ok(s) => seconds(s),
-        Err(_) => {
-            let at = httpdate::parse_http_date(value).ok()?;
-            Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-        }
-    }
 }
 
 fn count_retries(snapshot: &Snapshot, route: &Route, attempts: u32) {
@@ -324,11 +356,7 @@ fn provider_has_budget<'a>(used: &mut Vec<(&'a str, u32)>, backend: &'a RouteBac
     }
 }
 
-fn with_json_headers(
-    mut request: Request<Full<Bytes>>,
-    request_id: &HeaderValue,
-    stream: bool,
-) -> Request<Full<Bytes>> {
+fn with_json_headers(request: &mut Request<Full<Bytes>>, request_id: &HeaderValue, stream: bool) {
     let headers = request.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
@@ -336,117 +364,4 @@ fn with_json_headers(
         HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
     );
     headers.insert("x-request-id", request_id.clone());
-    request
-}
-
-/// A non-streaming attempt: the whole exchange (connect, headers, body) must finish
-/// within `total`.
-async fn attempt_unary(snapshot: &Snapshot, request: Request<Full<Bytes>>, total: Duration) -> Attempt {
-    let exchange = async {
-        let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
-        let (parts, body) = response.into_parts();
-        let bytes = Limited::new(body, MAX_UPSTREAM_BODY)
-            .collect()
-            .await
-            .map_err(|e| (ErrorClass::Network, format!("reading the response failed: {e}")))?
-            .to_bytes();
-        Ok::<_, (ErrorClass, String)>((parts, bytes))
-    };
-    match tokio::time::timeout(total, exchange).await {
-        Err(_) => {
-            Attempt::Retry(ErrorClass::Timeout, format!("no complete response within {}s", total.as_secs_f64()), None)
-        }
-        Ok(Err((class, description))) => Attempt::Retry(class, description, None),
-        Ok(Ok((parts, bytes))) => judge(parts, bytes),
-    }
-}
-
-/// A streaming attempt: the response headers and the first body bytes must arrive
-/// within `first_byte`. Until then a failure can still move to the next backend.
-async fn attempt_stream(snapshot: &Snapshot, request: Request<Full<Bytes>>, first_byte: Duration) -> Attempt {
-    let exchange = async {
-        let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
-        let (parts, mut body) = response.into_parts();
-        if !parts.status.is_success() {
-            let bytes = Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            return Ok(judge(parts, bytes));
-        }
-        loop {
-            match body.frame().await {
-                None => return Ok(Attempt::Stream(parts, None, body)),
-                Some(Err(e)) => return Err((ErrorClass::Network, format!("stream failed before its first byte: {e}"))),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data()
-                        && !data.is_empty()
-                    {
-                        return Ok(Attempt::Stream(parts, Some(data), body));
-                    }
-                }
-            }
-        }
-    };
-    match tokio::time::timeout(first_byte, exchange).await {
-        Err(_) => {
-            Attempt::Retry(ErrorClass::Timeout, format!("no first byte within {}s", first_byte.as_secs_f64()), None)
-        }
-        Ok(Err((class, description))) => Attempt::Retry(class, description, None),
-        Ok(Ok(attempt)) => attempt,
-    }
-}
-
-/// Decide what a complete upstream answer means.
-fn judge(parts: http::response::Parts, bytes: Bytes) -> Attempt {
-    let status = parts.status;
-    if status.is_success() {
-        let usage = usage::of_json(&bytes);
-        return Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::Success, usage);
-    }
-    match ErrorClass::from_status(status.as_u16()) {
-        Some(class) => {
-            let wait = (class == ErrorClass::RateLimit).then(|| retry_after(&parts.headers)).flatten();
-            Attempt::Retry(class, format!("upstream answered {}", status.as_u16()), wait)
-        }
-        // The caller's own bad request: hand the provider's explanation back.
-        None if status.is_client_error() => {
-            Attempt::Answer(passthrough(status, &parts.headers, bytes), Outcome::ClientError, None)
-        }
-        None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16()), None),
-    }
-}
-
-fn passthrough(status: StatusCode, upstream: &http::HeaderMap, bytes: Bytes) -> Response<BerryBody> {
-    let mut response = Response::new(full(bytes));
-    *response.status_mut() = status;
-    let content_type =
-        upstream.get(header::CONTENT_TYPE).cloned().unwrap_or_else(|| HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    response
-}
-
-/// Only the headers that describe the stream are passed on; hop-by-hop and
-/// provider-specific headers stay behind.
-fn stream_response(upstream: &http::response::Parts, body: BerryBody) -> Response<BerryBody> {
-    let mut response = Response::new(body);
-    *response.status_mut() = upstream.status;
-    let headers = response.headers_mut();
-    let content_type = upstream
-        .headers
-        .get(header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CONTENT_TYPE, content_type);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-pub(crate) fn classify_transport(e: hyper_util::client::legacy::Error) -> (ErrorClass, String) {
-    let timed_out = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-    let class = if timed_out { ErrorClass::Timeout } else { ErrorClass::Network };
-    let what = if e.is_connect() { "connect failed" } else { "request failed" };
-    // The error chain names the transport problem (refused, reset, closed early);
-    // it never contains request headers.
-    let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-    (class, format!("{what}{cause}"))
 }

@@ -1,37 +1,63 @@
 //! Talking to providers: the pooled client, the body rewrite, the retry loop down
 //! the strategy's ranked list, and stream pass-through.
 
+mod attempt;
 pub mod body;
 mod client;
 mod forward;
+pub mod plan;
 pub mod stream;
 pub mod usage;
 
 pub use body::RequestBody;
 pub use client::UpstreamClient;
-pub(crate) use forward::classify_transport;
+pub(crate) use attempt::classify_transport;
 pub use forward::{ForwardRequest, forward};
 
-/// The OpenAI endpoints Berry routes, each relayed to the same path under the
-/// provider's base URL.
+/// The APIs Berry routes. The OpenAI ones are relayed to the same path under an
+/// OpenAI-compatible provider's base URL; adapters map them for other providers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Messages,
+    /// Anthropic's token counting (`/v1/messages/count_tokens`).
+    CountTokens,
     Models,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] =
-        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Models];
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Models,
+    ];
 
     pub fn upstream_path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
             Endpoint::Models => "/models",
+        }
+    }
+
+    /// The API its clients speak, which decides the shape of errors they get.
+    pub fn dialect(self) -> crate::adapter::Dialect {
+        match self {
+            Endpoint::Messages | Endpoint::CountTokens => crate::adapter::Dialect::Anthropic,
+            _ => crate::adapter::Dialect::OpenAi,
         }
     }
 }

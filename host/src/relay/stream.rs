@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use crate::adapter::{Dialect, StreamFault, StreamTranslator, error_body};
 use crate::gateway::Route;
 use crate::health::{CircuitPolicy, ErrorClass, InFlight, Outcome};
 use crate::plugin::strategy::wit;
@@ -101,52 +102,129 @@ struct RelayStream<B> {
     /// Resolves when the gateway's drain timeout has passed.
     closing: Pin<Box<WaitForCancellationFutureOwned>>,
     done: bool,
-    /// The start of an event whose end has not arrived yet.
-    pending: BytesMut,
-    /// Whether what the client got so far ends at an event boundary.
-    at_boundary: bool,
+    events: EventFramer,
+    /// Turns the provider's stream into the client's format (`None`: it passes).
+    translator: Option<Box<dyn StreamTranslator>>,
+    /// The API the client speaks: the shape of the error event.
+    dialect: Dialect,
     usage: super::usage::SseUsage,
 }
 
-/// Relay `upstream` (after `first`, the bytes already read while waiting for the
-/// first byte) to the client. Generic over the body so benches can feed it from memory.
-pub fn relay_stream<B>(
-    first: Option<Bytes>,
-    upstream: B,
-    finish: Finish,
-    idle_timeout: Duration,
-    closing: tokio_util::sync::CancellationToken,
-) -> BerryBody
+/// How a started stream is relayed.
+pub struct Relay {
+    /// What the client gets first (read while waiting for the first byte).
+    pub first: Option<Bytes>,
+    pub translator: Option<Box<dyn StreamTranslator>>,
+    /// Token usage already seen in the provider's bytes.
+    pub usage: super::usage::SseUsage,
+    /// The longest silence between two upstream chunks.
+    pub idle_timeout: Duration,
+    /// Cancelled when the gateway's drain timeout has passed.
+    pub closing: tokio_util::sync::CancellationToken,
+    pub dialect: Dialect,
+}
+
+/// Relay `upstream` to the client. Generic over the body so benches can feed it
+/// from memory.
+pub fn relay_stream<B>(upstream: B, finish: Finish, relay: Relay) -> BerryBody
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::fmt::Display,
 {
     RelayStream {
-        first,
+        first: relay.first,
         upstream,
         finish: Some(finish),
-        idle_timeout,
-        idle: Box::pin(tokio::time::sleep(idle_timeout)),
-        closing: Box::pin(closing.cancelled_owned()),
+        idle_timeout: relay.idle_timeout,
+        idle: Box::pin(tokio::time::sleep(relay.idle_timeout)),
+        closing: Box::pin(relay.closing.cancelled_owned()),
         done: false,
-        pending: BytesMut::new(),
-        at_boundary: true,
-        usage: super::usage::SseUsage::default(),
+        events: EventFramer::default(),
+        translator: relay.translator,
+        dialect: relay.dialect,
+        usage: relay.usage,
     }
     .boxed_unsync()
 }
 
-/// An SSE error event; OpenAI clients raise it as an API error.
-fn error_event(message: &str, kind: &str, code: &str, at_boundary: bool) -> Bytes {
-    let body = serde_json::json!({ "error": { "message": message, "type": kind, "code": code, "param": null } });
+/// An SSE error event in the client's API; its clients raise it as an API error.
+fn error_event(dialect: Dialect, message: &str, kind: &str, code: &str, at_boundary: bool) -> Bytes {
     // Only reachable when bytes were passed on unframed (not SSE, or an event over
     // MAX_PENDING): end that event first so the error is not glued to it.
     let separator = if at_boundary { "" } else { "\n\n" };
-    Bytes::from(format!("{separator}data: {body}\n\n"))
+    let body = String::from_utf8_lossy(&error_body(dialect, 500, kind, code, message)).into_owned();
+    let event = match dialect {
+        Dialect::OpenAi => format!("{separator}data: {body}\n\n"),
+        Dialect::Anthropic => format!("{separator}event: error\ndata: {body}\n\n"),
+    };
+    Bytes::from(event)
+}
+
+/// Cuts a byte stream where SSE events end: what [`EventFramer::push`] hands out is
+/// always whole events, and an event's start is held until its end arrives. Chunks
+/// that end where an event ends (the usual case) pass through untouched, without a
+/// copy.
+pub struct EventFramer {
+    /// The start of an event whose end has not arrived yet.
+    pending: BytesMut,
+    /// Whether everything handed out so far ends at an event boundary.
+    at_boundary: bool,
+}
+
+impl Default for EventFramer {
+    fn default() -> Self {
+        EventFramer { pending: BytesMut::new(), at_boundary: true }
+    }
+}
+
+impl EventFramer {
+    /// Take a chunk; returns what can go to the client now, if anything.
+    pub fn push(&mut self, data: Bytes) -> Option<Bytes> {
+        let out = if self.pending.is_empty() {
+            match last_event_end(&data) {
+                Some(end) if end == data.len() => Some(data),
+                Some(end) => {
+                    self.pending.extend_from_slice(&data[end..]);
+                    Some(data.slice(..end))
+                }
+                None => {
+                    self.pending.extend_from_slice(&data);
+                    None
+                }
+            }
+        } else {
+            self.pending.extend_from_slice(&data);
+            last_event_end(&self.pending).map(|end| self.pending.split_to(end).freeze())
+        };
+        // Not SSE, or a giant event: pass the bytes on rather than hold them all.
+        let out = out.or_else(|| (self.pending.len() > MAX_PENDING).then(|| self.pending.split().freeze()))?;
+        self.at_boundary = last_event_end(&out) == Some(out.len());
+        Some(out)
+    }
+
+    /// The stream ended cleanly: whatever is held goes out as it was sent.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| self.pending.split().freeze())
+    }
+
+    /// The stream broke: the incomplete event is dropped.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Whether everything handed out so far ends where an event ends (if not, an
+    /// event sent after it must first end the open one).
+    pub fn at_boundary(&self) -> bool {
+        self.at_boundary
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// Where the last complete event in `buf` ends (just after its blank line).
-fn last_event_end(buf: &[u8]) -> Option<usize> {
+pub fn last_event_end(buf: &[u8]) -> Option<usize> {
     (1..buf.len()).rev().find_map(|i| {
         let blank_line = match buf[i] {
             b'\n' => buf[i - 1] == b'\n' || (i >= 2 && buf[i - 2..i] == *b"\n\r"),
@@ -164,53 +242,55 @@ impl<B> RelayStream<B> {
         class: ErrorClass,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.done = true;
-        self.pending.clear();
+        self.events.discard();
         if let Some(finish) = self.finish.take() {
             tracing::warn!(route = %finish.route.name, class = class.as_str(), "upstream stream failed mid-way: {message}");
             finish.record(Outcome::Failure(class), None);
         }
-        let event = error_event(message, "upstream_error", "stream_interrupted", self.at_boundary);
+        let at_boundary = self.events.at_boundary();
+        let event = error_event(self.dialect, message, "upstream_error", "stream_interrupted", at_boundary);
         Poll::Ready(Some(Ok(Frame::data(event))))
     }
 
     /// The gateway is shutting down and its drain time is over.
     fn close(&mut self) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         self.done = true;
-        self.pending.clear();
+        self.events.discard();
         if let Some(finish) = self.finish.take() {
             finish.abandon("server_shutting_down");
         }
         let message = "The gateway is shutting down; the stream was ended early.";
-        let event = error_event(message, "server_error", "server_shutting_down", self.at_boundary);
+        let at_boundary = self.events.at_boundary();
+        let event = error_event(self.dialect, message, "server_error", "server_shutting_down", at_boundary);
         Poll::Ready(Some(Ok(Frame::data(event))))
     }
 
-    /// Take an upstream chunk: what of it (with what was held back) can go to the
-    /// client now, if anything.
-    fn take(&mut self, data: Bytes) -> Option<Bytes> {
-        if self.pending.is_empty() {
-            // The usual case: chunks end where events end, and pass untouched.
-            match last_event_end(&data) {
-                Some(end) if end == data.len() => return Some(data),
-                Some(end) => {
-                    self.pending.extend_from_slice(&data[end..]);
-                    return Some(data.slice(..end));
-                }
-                None => self.pending.extend_from_slice(&data),
-            }
-        } else {
-            self.pending.extend_from_slice(&data);
-            if let Some(end) = last_event_end(&self.pending) {
-                return Some(self.pending.split_to(end).freeze());
+    /// An upstream chunk: what of it the client gets now, if anything (`Err`: the
+    /// provider reported a failure inside the stream).
+    fn take(&mut self, data: Bytes) -> Result<Option<Bytes>, StreamFault> {
+        self.usage.feed(&data);
+        match self.translator.as_mut() {
+            None => Ok(self.events.push(data)),
+            // A translator writes whole events of its own.
+            Some(t) => {
+                let mut out = Vec::new();
+                t.feed(&data, &mut out)?;
+                Ok((!out.is_empty()).then(|| Bytes::from(out)))
             }
         }
-        (self.pending.len() > MAX_PENDING).then(|| self.pending.split().freeze())
     }
 
-    fn emit(&mut self, data: Bytes) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
-        self.usage.feed(&data);
-        self.at_boundary = last_event_end(&data) == Some(data.len());
-        Poll::Ready(Some(Ok(Frame::data(data))))
+    /// The upstream ended cleanly: the last bytes owed to the client, if any.
+    fn end(&mut self) -> Result<Option<Bytes>, StreamFault> {
+        match self.translator.as_mut() {
+            // A last event without its blank line still goes out as sent.
+            None => Ok(self.events.finish()),
+            Some(t) => {
+                let mut out = Vec::new();
+                t.finish(&mut out)?;
+                Ok((!out.is_empty()).then(|| Bytes::from(out)))
+            }
+        }
     }
 }
 
@@ -224,13 +304,15 @@ where
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            // A translator's output is whole events already; raw bytes are framed.
+            let out = if this.translator.is_some() { Some(first) } else { this.events.push(first) };
+            if let Some(out) = out {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
+            }
+        }
         if this.done {
             return Poll::Ready(None);
-        }
-        if let Some(first) = this.first.take()
-            && let Some(out) = this.take(first)
-        {
-            return this.emit(out);
         }
         if this.closing.as_mut().poll(cx).is_ready() {
             return this.close();
@@ -240,28 +322,27 @@ where
                 Poll::Ready(Some(Ok(frame))) => {
                     let deadline = tokio::time::Instant::now() + this.idle_timeout;
                     this.idle.as_mut().reset(deadline);
-                    // Trailers have no place in an SSE response; data passes as is.
-                    if let Ok(data) = frame.into_data()
-                        && let Some(out) = this.take(data)
-                    {
-                        return this.emit(out);
+                    // Trailers have no place in an SSE response; data passes on.
+                    let Ok(data) = frame.into_data() else { continue };
+                    match this.take(data) {
+                        Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(None) => {}
+                        Err(fault) => return this.fail(&fault.message, fault.class),
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     return this.fail(&format!("upstream connection broke: {e}"), ErrorClass::Network);
                 }
                 Poll::Ready(None) => {
+                    let last = match this.end() {
+                        Ok(last) => last,
+                        Err(fault) => return this.fail(&fault.message, fault.class),
+                    };
                     this.done = true;
                     if let Some(finish) = this.finish.take() {
                         finish.record(Outcome::Success, this.usage.found);
                     }
-                    // A last event without its blank line still goes out as sent.
-                    if !this.pending.is_empty() {
-                        let rest = this.pending.split().freeze();
-                        this.usage.feed(&rest);
-                        return Poll::Ready(Some(Ok(Frame::data(rest))));
-                    }
-                    return Poll::Ready(None);
+                    return Poll::Ready(last.map(|bytes| Ok(Frame::data(bytes))));
                 }
                 Poll::Pending => {
                     ready!(this.idle.as_mut().poll(cx));
@@ -273,13 +354,26 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.first.is_none() && self.pending.is_empty()
+        self.done && self.first.is_none() && self.events.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::last_event_end;
+    use super::{EventFramer, last_event_end};
+    use bytes::Bytes;
+
+    #[test]
+    fn only_whole_events_are_handed_out() {
+        let mut f = EventFramer::default();
+        assert_eq!(f.push(Bytes::from_static(b"data: 1\n\n")).as_deref(), Some(&b"data: 1\n\n"[..]));
+        assert_eq!(f.push(Bytes::from_static(b"data: 2\n\ndata: ")).as_deref(), Some(&b"data: 2\n\n"[..]));
+        assert_eq!(f.push(Bytes::from_static(b"3")), None);
+        assert!(f.at_boundary());
+        assert_eq!(f.push(Bytes::from_static(b"\n\n")).as_deref(), Some(&b"data: 3\n\n"[..]));
+        assert_eq!(f.push(Bytes::from_static(b"data: 4")), None);
+        assert_eq!(f.finish().as_deref(), Some(&b"data: 4"[..]));
+    }
 
     #[test]
     fn finds_the_end_of_the_last_complete_event() {

@@ -88,6 +88,7 @@ pub async fn relay(
         user_tags: &principal.tags,
         pin,
         log,
+        headers: &parts.headers,
     })
     .await?;
     if let Some(d) = &decision {

@@ -27,6 +27,25 @@ pub fn models(
     Ok(json_response(StatusCode::OK, &json!({ "object": "list", "data": data })))
 }
 
+/// `GET /v1/models/{id}`: one model, if it exists and this caller may use it.
+pub fn model(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    id: &str,
+    log: &mut RequestLog,
+) -> Result<Response<BerryBody>, GatewayError> {
+    let principal = authenticate(snapshot, headers, "")?;
+    log.user = Some(principal.id.clone());
+    match snapshot.routes.get(id).filter(|r| r.enabled && allowed(&principal, &r.name)) {
+        Some(r) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "id": r.name, "object": "model", "created": 0, "owned_by": "berry" }),
+        )),
+        None => Err(GatewayError::not_found("model_not_found", format!("The model '{id}' does not exist."))
+            .with_param("model")),
+    }
+}
+
 /// Whether at least one enabled route has an enabled backend whose circuit is not open.
 fn can_serve(snapshot: &Snapshot, now: u64) -> bool {
     snapshot

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use super::body::BerryBody;
 use super::context::{RequestLog, request_id};
 use super::{admin, chat, info, plugins, scrape, status};
+use crate::adapter::Dialect;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
@@ -21,6 +22,7 @@ pub async fn handle(
 ) -> Result<Response<BerryBody>, Infallible> {
     let id = request_id(request.headers());
     let snapshot = gateway.snapshot();
+    let dialect = endpoint_of(request.uri().path()).map_or(Dialect::OpenAi, Endpoint::dialect);
     let mut log = RequestLog::new(
         id.clone(),
         client,
@@ -35,7 +37,7 @@ pub async fn handle(
     };
     let mut response = result.unwrap_or_else(|e| {
         log.error = Some(e.code);
-        e.into_response()
+        e.into_response_as(dialect)
     });
     response.headers_mut().insert("x-request-id", id);
     log.count(response.status().as_u16());
@@ -50,13 +52,7 @@ async fn dispatch(
     log: &mut RequestLog,
 ) -> Result<Response<BerryBody>, GatewayError> {
     let method = request.method().clone();
-    let endpoint = match request.uri().path() {
-        "/v1/chat/completions" | "/chat/completions" => Some(Endpoint::ChatCompletions),
-        "/v1/completions" | "/completions" => Some(Endpoint::Completions),
-        "/v1/embeddings" | "/embeddings" => Some(Endpoint::Embeddings),
-        _ => None,
-    };
-    if let Some(endpoint) = endpoint {
+    if let Some(endpoint) = endpoint_of(request.uri().path()) {
         if method != Method::POST {
             return Err(GatewayError::method_not_allowed());
         }
@@ -75,6 +71,12 @@ async fn dispatch(
             },
         };
         return admin::weights(snapshot, request.headers(), model);
+    }
+    if let Some(id) = path.strip_prefix("/v1/models/").filter(|id| !id.is_empty()) {
+        if method != Method::GET {
+            return Err(GatewayError::method_not_allowed());
+        }
+        return info::model(snapshot, request.headers(), id, log);
     }
     match (request.uri().path(), method) {
         ("/v1/models" | "/models", Method::GET) => info::models(snapshot, request.headers(), log),
@@ -105,4 +107,18 @@ async fn dispatch(
         ("/v1/models" | "/models" | "/v1/health" | "/health", _) => Err(GatewayError::method_not_allowed()),
         (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
     }
+}
+
+/// The relayed API a path names, if any.
+fn endpoint_of(path: &str) -> Option<Endpoint> {
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    Some(match path {
+        "/chat/completions" => Endpoint::ChatCompletions,
+        "/completions" => Endpoint::Completions,
+        "/embeddings" => Endpoint::Embeddings,
+        "/responses" => Endpoint::Responses,
+        "/messages" => Endpoint::Messages,
+        "/messages/count_tokens" => Endpoint::CountTokens,
+        _ => return None,
+    })
 }
