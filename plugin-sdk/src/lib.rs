@@ -66,8 +66,9 @@ pub mod log {
     }
 }
 
-/// Route panic messages to the gateway log. Plugins have no stdio (the host gives
-/// them no WASI capabilities), so without this a panic would leave no trace.
+/// Route panic messages to the gateway log (which also quotes the last one in the
+/// error of the call that panicked). Plugins have no stdio, so without this a panic
+/// would leave no trace.
 pub(crate) fn install_panic_hook() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

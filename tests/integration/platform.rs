@@ -96,7 +96,7 @@ async fn broken_versions_are_rejected_and_the_old_one_keeps_serving() {
         (
             "traps in its smoke call",
             std::fs::read(test_plugin("configure_trap")).expect("wasm"),
-            "could not be instantiated",
+            "failed while loading",
         ),
     ];
     for (what, bytes, message) in cases {
@@ -384,4 +384,73 @@ fn compiled_plugins_are_cached_on_disk() {
     let warm = run();
     assert_eq!(entries(), 6, "a warm start writes nothing new");
     eprintln!("check-config with the demo config: cold {cold:?}, warm {warm:?}");
+}
+
+/// A strategy written as ordinary Rust (HashMap, serde_json, regex, the clocks) loads
+/// and routes: the host answers WASI randomness and clocks.
+#[tokio::test]
+async fn a_plugin_in_ordinary_rust_loads_and_routes() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let mut toml = config("ordinary", &[("alpha", &a), ("beta", &b)], &[], "");
+    toml.push_str(&format!(
+        "\n[plugins.ordinary]\npath = {:?}\nkind = \"strategy\"\nconfig = {{ prefer = \"^be\" }}\n",
+        test_plugin("ordinary_rust").display().to_string()
+    ));
+    let gw = TestGateway::start(&toml).await;
+    for _ in 0..5 {
+        assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "b", "the regex prefers beta");
+    }
+    let stats = gw.gateway.snapshot();
+    let plugin = stats.strategies.get("ordinary").expect("loaded");
+    assert_eq!(plugin.stats().failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// A plugin that traps while loading says why: the trap, the plugin's own panic
+/// message and the wasm backtrace, in check-config, the admin API and the log.
+#[tokio::test]
+async fn a_plugin_that_traps_while_loading_says_why() {
+    let up = mock("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("berry.toml");
+    let mut toml = config("broken", &[("up", &up)], &[], "");
+    toml.push_str(&format!(
+        "\n[plugins.broken]\npath = {:?}\nkind = \"strategy\"\n",
+        test_plugin("configure_trap").display().to_string()
+    ));
+    std::fs::write(&path, &toml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berry"))
+        .arg("check-config")
+        .arg(&path)
+        .env("BERRY_CACHE_DIR", "")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in [
+        "plugin broken failed while loading",
+        "wasm `unreachable` instruction executed",
+        "plugin panicked: panicked at configure_trap/src/lib.rs",
+        "configure_trap: cannot make sense of 2 bytes of config",
+        "wasm backtrace:",
+        "   0: berry_plugin_sdk::strategy::__configure",
+    ] {
+        assert!(stderr.contains(expected), "check-config must say {expected:?}:\n{stderr}");
+    }
+
+    let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], &format!("admin_token = \"{ADMIN}\"")))
+        .await;
+    let bytes = std::fs::read(test_plugin("configure_trap")).expect("wasm");
+    let reply = gw.admin(Method::PUT, "/admin/plugins/weighted_random", ADMIN, bytes).await;
+    reply.assert_error(422, "plugin_rejected");
+    let message = reply.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("configure_trap: cannot make sense") && message.contains("wasm backtrace:"), "{message}");
+
+    // The admin list shows the stock plugins that could be used but are not.
+    let list = gw.get("/admin/plugins", Some(ADMIN)).await.json();
+    let available: Vec<&str> =
+        list["available"].as_array().expect("available").iter().filter_map(|p| p["name"].as_str()).collect();
+    for name in ["round_robin", "least_latency", "failover", "random", "smart_ai"] {
+        assert!(available.contains(&name), "{name} is available: {list}");
+    }
+    assert!(!available.contains(&"weighted_random"), "in use, so listed under plugins: {list}");
 }

@@ -164,16 +164,18 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
     }
 }
 
-/// The linker for one component: the world's own imports, and every other import
-/// (the WASI interfaces Rust's std links in: stdio, environment, clocks, random,
-/// filesystem…) defined as a function that traps.
+/// The linker for one component: the world's own imports, WASI randomness and
+/// clocks answered by the host (`wasi.rs`), and every other import (the WASI
+/// interfaces Rust's std links in: stdio, environment, filesystem…) defined as a
+/// function that traps.
 ///
-/// Plugins get no WASI capabilities at all: what they need comes from the host
-/// interface (log, clock) and the per-call inputs (a random number). This also keeps
-/// every host function synchronous: wasmtime-wasi's blocking functions run a tokio
-/// `block_on`, which must never happen on a gateway worker thread.
+/// Plugins get no other capability: what they need comes from the host interface
+/// (log, clock) and the per-call inputs (a random number). Every host function is
+/// synchronous: wasmtime-wasi's blocking functions run a tokio `block_on`, which
+/// must never happen on a gateway worker thread.
 pub fn linker_for(base: &Linker<HostState>, component: &Component) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = base.clone();
+    super::wasi::define(&mut linker, component)?;
     linker.define_unknown_imports_as_traps(component)?;
     Ok(linker)
 }

@@ -5,7 +5,7 @@
 use wasmtime::component::InstancePre;
 
 use super::engine::{CompiledPlugin, PluginEngine, engine, linker_for};
-use super::pool::{Pool, Recheck, Warm, trap_message};
+use super::pool::{Pool, Recheck, Warm, describe};
 use super::sandbox::{HostState, arm, new_store};
 use super::{Limits, PluginError};
 
@@ -94,10 +94,10 @@ fn make<K: Kind>(
     let name = || compiled.name.to_string();
     let mut store = new_store(pe, compiled.name.clone(), limits);
     let bindings = K::instantiate(pre, &mut store)
-        .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?;
+        .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?;
     arm(&mut store, limits);
     let answer = K::configure(&bindings, &mut store, config_json, data)
-        .map_err(|e| PluginError::Instantiate { plugin: name(), message: trap_message(&e) })?
+        .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?
         .map_err(|message| PluginError::Configure { plugin: name(), message })?;
     Ok((Warm { store, bindings }, answer))
 }

@@ -18,6 +18,7 @@ mod sandbox;
 pub mod stock;
 pub mod strategy;
 pub mod version;
+mod wasi;
 
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ pub enum PluginError {
     /// The call trapped on this request's input; the plugin answers neutral input.
     #[error("plugin {plugin} trapped on this request's input: {message}")]
     Input { plugin: String, message: String },
-    #[error("plugin {plugin} could not be instantiated: {message}")]
+    #[error("plugin {plugin} failed while loading: {message}")]
     Instantiate { plugin: String, message: String },
     #[error("plugin {plugin} rejected its configuration: {message}")]
     Configure { plugin: String, message: String },

@@ -43,6 +43,8 @@ pub struct CallStats {
     pub quarantined_until_ms: AtomicU64,
     /// Times the plugin was quarantined.
     pub quarantines: AtomicU64,
+    /// What the last failed call said (reason, panic, wasm backtrace).
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// The Prometheus series of one plugin name.
@@ -56,6 +58,14 @@ pub struct PluginMetrics {
 impl CallStats {
     pub fn quarantined(&self, now_ms: u64) -> bool {
         now_ms < self.quarantined_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn remember(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -104,7 +114,10 @@ impl<B> Pool<B> {
         }
         let mut warm = match self.idle.pop() {
             Some(w) => w,
-            None => make().inspect_err(|_| self.failed())?,
+            None => make().inspect_err(|e| {
+                self.stats.remember(&e.to_string());
+                self.failed();
+            })?,
         };
         arm(&mut warm.store, &self.limits);
         let result = call(&mut warm.store, &warm.bindings);
@@ -120,9 +133,10 @@ impl<B> Pool<B> {
                 Ok(r)
             }
             Err(e) => {
+                let (plugin, message) = (self.plugin.to_string(), describe(&e, warm.store.data()));
                 // The trapped instance may be in any state: it is dropped here.
                 drop(warm);
-                let (plugin, message) = (self.plugin.to_string(), trap_message(&e));
+                self.stats.remember(&message);
                 if recheck.is_some_and(|check| self.recheck(&make, check)) {
                     self.input_failed();
                     return Err(PluginError::Input { plugin, message });
@@ -179,13 +193,41 @@ impl<B> Pool<B> {
     }
 }
 
-/// A one-line description of a trap: the trap code when there is one (deadline,
-/// fuel, out of bounds, unreachable…), otherwise the error chain.
-pub fn trap_message(e: &wasmtime::Error) -> String {
-    match e.downcast_ref::<wasmtime::Trap>() {
+/// What went wrong in a plugin call, for logs, `check-config` and the admin API:
+/// the trap's reason (deadline, fuel, out of bounds, unreachable… or the host's own
+/// error), the panic message the plugin reported if it panicked, then the wasm
+/// backtrace.
+pub fn describe(e: &wasmtime::Error, state: &HostState) -> String {
+    let mut text = match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => "deadline exceeded (epoch interrupt)".to_string(),
         Some(wasmtime::Trap::OutOfFuel) => "fuel exhausted".to_string(),
         Some(trap) => trap.to_string(),
-        None => format!("{e:#}").lines().next().unwrap_or("unknown error").to_string(),
+        None => e.root_cause().to_string(),
+    };
+    if let Some(panic) = &state.last_panic {
+        text.push_str(" — ");
+        text.push_str(panic);
     }
+    if let Some(backtrace) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        text.push_str("\nwasm backtrace:");
+        let names = backtrace.frames().iter().map(|frame| {
+            frame.func_name().map_or_else(
+                || format!("function #{}", frame.func_index()),
+                |n| format!("{:#}", rustc_demangle::demangle(n)),
+            )
+        });
+        // A panic's own machinery (abort, the panic hook, `panic_fmt`) says nothing
+        // the panic message did not: start at the frame that panicked.
+        let panicking = state.last_panic.is_some();
+        let machinery = |name: &String| {
+            ["abort", "std::", "core::panicking", "__rustc::"].iter().any(|p| name.starts_with(p))
+        };
+        for (i, name) in names.skip_while(|n| panicking && machinery(n)).enumerate().take(MAX_FRAMES) {
+            text.push_str(&format!("\n  {i:>2}: {name}"));
+        }
+    }
+    text
 }
+
+/// Frames of a wasm backtrace worth showing (a panic's own machinery takes ten).
+const MAX_FRAMES: usize = 24;

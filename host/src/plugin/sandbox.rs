@@ -10,11 +10,28 @@ use super::Limits;
 use super::bindings::strategy::berry::gateway::{host, types};
 use super::engine::{EPOCH_TICK, PluginEngine};
 
-/// What a plugin's store holds: its name (for its log lines) and its limits.
-/// Nothing else: plugins have no WASI capabilities (see `engine::linker_for`).
+/// What a plugin's store holds: its name (for its log lines), its limits, the
+/// deterministic random generator behind its WASI randomness (`wasi.rs`), and the
+/// last panic it reported (for error messages). No other capability (see
+/// `engine::linker_for`).
 pub struct HostState {
     plugin: Arc<str>,
     limits: StoreLimits,
+    /// Made on first use, seeded from the plugin's name: every instance of a plugin
+    /// draws the same numbers, so every instance answers alike.
+    rng: Option<fastrand::Rng>,
+    /// The message of the last panic the plugin logged (the SDK's panic hook).
+    pub last_panic: Option<String>,
+}
+
+impl HostState {
+    pub fn rng(&mut self) -> &mut fastrand::Rng {
+        let plugin = &self.plugin;
+        self.rng.get_or_insert_with(|| {
+            let seed = plugin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            fastrand::Rng::with_seed(seed)
+        })
+    }
 }
 
 /// Create a store for `plugin` with its limits installed.
@@ -29,6 +46,8 @@ pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<
             .memories(4)
             .trap_on_grow_failure(true)
             .build(),
+        rng: None,
+        last_panic: None,
     };
     let mut store = Store::new(&pe.engine, state);
     store.limiter(|s| &mut s.limits);
@@ -39,6 +58,7 @@ pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<
 /// Reset the per-call budget: fuel and the wall-clock deadline. Called before every
 /// call into the plugin.
 pub fn arm(store: &mut Store<HostState>, limits: &Limits) {
+    store.data_mut().last_panic = None;
     let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
     // +1: the current tick may be about to end.
     store.set_epoch_deadline(ticks + 1);
@@ -52,6 +72,9 @@ impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
         // Bounded: a plugin cannot flood the log with megabyte lines.
         let message: String = message.chars().take(2048).collect();
+        if level == host::Level::Error && message.starts_with("plugin panicked") {
+            self.last_panic = Some(message.clone());
+        }
         let plugin = &*self.plugin;
         match level {
             host::Level::Trace => tracing::trace!(plugin, "{message}"),

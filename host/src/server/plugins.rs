@@ -84,9 +84,23 @@ fn list(gateway: &Gateway) -> Response<BerryBody> {
         "auth",
         &limits_of(&snapshot.config, &snapshot.config.auth.policy),
     ));
+    // Stock plugins this configuration does not use: a strategy or policy away.
+    let in_use = |name: &str| snapshot.strategies.contains_key(name) || **snapshot.auth.name() == *name;
+    let available: Vec<Value> = crate::plugin::STOCK_STRATEGIES
+        .iter()
+        .map(|name| (name, "strategy"))
+        .chain(crate::plugin::STOCK_AUTH.iter().map(|name| (name, "auth")))
+        .filter(|(name, _)| !in_use(name))
+        .map(|(name, kind)| json!({ "name": name, "kind": kind, "source": "stock" }))
+        .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "plugins": plugins, "uploaded": gateway.uploaded_plugins(), "swaps": gateway.swaps.load(Ordering::Relaxed) }),
+        &json!({
+            "plugins": plugins,
+            "available": available,
+            "uploaded": gateway.uploaded_plugins(),
+            "swaps": gateway.swaps.load(Ordering::Relaxed),
+        }),
     )
 }
 
@@ -120,6 +134,7 @@ fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
         "consecutive_failures": stats.consecutive_failures.load(Ordering::Relaxed),
         "quarantined": stats.quarantined(now_ms()),
         "quarantines": stats.quarantines.load(Ordering::Relaxed),
+        "last_error": stats.last_error(),
         "limits": {
             "fuel": limits.fuel,
             "memory_bytes": limits.memory_bytes,
