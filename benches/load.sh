@@ -80,16 +80,21 @@ bare=$(wait_for "$tmp/bare.log" "listening on http://")
 wasm=target/wasm-plugins/wasm32-wasip2/release
 cp "$wasm/weighted_random.wasm" "$tmp/router.wasm"
 export BERRY_CACHE_DIR="$tmp/cache"
-# Per-request log lines off (the bare proxy writes none either); the listening line stays.
-export RUST_LOG=info,berry::request=warn
 # The first start fills the compile cache; the second is the one timed.
 "$bin/berry" check-config "$tmp/berry.toml" > /dev/null
+# Berry as operators run it: one log line per request, written to a file (stdout
+# redirected, so no terminal colours).
 t0=$(now_ms)
-"$bin/berry" serve --config "$tmp/berry.toml" --listen 127.0.0.1:0 > "$tmp/berry.log" 2>&1 &
+RUST_LOG=info "$bin/berry" serve --config "$tmp/berry.toml" --listen 127.0.0.1:0 > "$tmp/berry.log" 2>&1 &
 berry_pid=$!
 berry=$(wait_for "$tmp/berry.log" "listening on http://")
 t1=$(now_ms)
 startup_ms=$((t1 - t0))
+# The same with per-request lines off (the bare proxy writes none either).
+RUST_LOG=info,berry::request=warn "$bin/berry" serve --config "$tmp/berry.toml" --listen 127.0.0.1:0 \
+  > "$tmp/quiet.log" 2>&1 &
+quiet_pid=$!
+quiet=$(wait_for "$tmp/quiet.log" "listening on http://")
 
 sleep 2
 idle_berry=$(rss_mb $berry_pid)
@@ -99,8 +104,9 @@ declare -A url=(
   [direct]="http://$mock/v1/chat/completions"
   [bare]="http://$bare/v1/chat/completions"
   [berry]="http://$berry/v1/chat/completions"
+  [quiet]="http://$quiet/v1/chat/completions"
 )
-declare -A pid=([direct]=$mock_pid [bare]=$bare_pid [berry]=$berry_pid)
+declare -A pid=([direct]=$mock_pid [bare]=$bare_pid [berry]=$berry_pid [quiet]=$quiet_pid)
 targets=(direct bare berry)
 declare -A rps p50 p99 cpu_us fixed_p50 fixed_p99 ttfb50 ttfb99 chunk50 chunk99 load_rss many_rss
 
@@ -113,25 +119,28 @@ wrk_run() { # target connections seconds [delay ms] → RESULT json
 # alike instead of one.
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
-# --- 1. throughput at fixed concurrency (64 connections), CPU per request ---------
-echo "== throughput: wrk, 64 connections, $rounds rounds of ${secs}s" >&2
-for t in "${targets[@]}"; do wrk_run "$t" 8 1 > /dev/null; done   # warm the connection pools
-declare -A r_rps r_p50 r_p99 r_cpu
-for round in $(seq "$rounds"); do
-  for t in "${targets[@]}"; do
-    before=$(cpu_ticks "${pid[$t]}")
-    r=$(wrk_run "$t" 64 "$secs")
-    after=$(cpu_ticks "${pid[$t]}")
-    echo "$t round $round $r" | tee -a "$out/raw.txt" >&2
-    r_rps[$t]+=" $(json "$r" rps)"
-    r_p50[$t]+=" $(json "$r" p50_us)"; r_p99[$t]+=" $(json "$r" p99_us)"
-    # CPU of the serving process only (for direct: the mock itself).
-    r_cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+# --- 1. throughput at fixed concurrency (32 and 64 connections), CPU per request --
+# Berry runs twice: with its per-request log lines (berry) and without (quiet).
+echo "== throughput: wrk, 32 and 64 connections, $rounds rounds of ${secs}s" >&2
+for t in direct bare berry quiet; do wrk_run "$t" 8 1 > /dev/null; done   # warm the connection pools
+for conns in 32 64; do
+  declare -A r_rps=() r_p50=() r_p99=() r_cpu=()
+  for round in $(seq "$rounds"); do
+    for t in direct bare berry quiet; do
+      before=$(cpu_ticks "${pid[$t]}")
+      r=$(wrk_run "$t" "$conns" "$secs")
+      after=$(cpu_ticks "${pid[$t]}")
+      echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
+      r_rps[$t]+=" $(json "$r" rps)"
+      r_p50[$t]+=" $(json "$r" p50_us)"; r_p99[$t]+=" $(json "$r" p99_us)"
+      # CPU of the serving process only (for direct: the mock itself).
+      r_cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+    done
   done
-done
-for t in "${targets[@]}"; do
-  rps[$t]=$(median ${r_rps[$t]}); p50[$t]=$(median ${r_p50[$t]}); p99[$t]=$(median ${r_p99[$t]})
-  cpu_us[$t]=$(python3 -c "print(round($(median ${r_cpu[$t]}), 1))")
+  for t in direct bare berry quiet; do
+    rps[$t,$conns]=$(median ${r_rps[$t]}); p50[$t,$conns]=$(median ${r_p50[$t]}); p99[$t,$conns]=$(median ${r_p99[$t]})
+    cpu_us[$t,$conns]=$(python3 -c "print(round($(median ${r_cpu[$t]}), 1))")
+  done
 done
 
 # --- 2. latency at a fixed rate (~1,000 req/s: 10 connections, one request each 10 ms)
@@ -209,16 +218,19 @@ delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
 check() { python3 -c "print('✅' if $1 else '❌')"; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
-  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); \`benches/load.sh\`"
+  echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); \`benches/load.sh\`. Berry writes one log line per request to a file unless a row says otherwise."
   echo
   echo "| measure | direct to mock | bare proxy | Berry | Berry vs bare | target | met |"
   echo "|---|---:|---:|---:|---:|---|:-:|"
-  echo "| throughput, 64 connections (req/s, median of $rounds) | ${rps[direct]} | ${rps[bare]} | ${rps[berry]} | $(ratio "${rps[berry]}" "${rps[bare]}") | ≥ 0.80× | $(check "${rps[berry]} >= 0.8 * ${rps[bare]}") |"
-  echo "| latency p50 at 64 connections (µs) | ${p50[direct]} | ${p50[bare]} | ${p50[berry]} | $(delta "${p50[berry]}" "${p50[bare]}") µs | | |"
-  echo "| latency p99 at 64 connections (µs) | ${p99[direct]} | ${p99[bare]} | ${p99[berry]} | $(delta "${p99[berry]}" "${p99[bare]}") µs | | |"
+  for c in 32 64; do
+    echo "| throughput, $c connections (req/s, median of $rounds) | ${rps[direct,$c]} | ${rps[bare,$c]} | ${rps[berry,$c]} | $(ratio "${rps[berry,$c]}" "${rps[bare,$c]}") | ≥ 0.80× | $(check "${rps[berry,$c]} >= 0.8 * ${rps[bare,$c]}") |"
+    echo "| … Berry with per-request log lines off | | | ${rps[quiet,$c]} | $(ratio "${rps[quiet,$c]}" "${rps[bare,$c]}") | | |"
+    echo "| CPU per request, $c connections (µs, serving process) | ${cpu_us[direct,$c]} | ${cpu_us[bare,$c]} | ${cpu_us[berry,$c]} | $(ratio "${cpu_us[berry,$c]}" "${cpu_us[bare,$c]}") | ≤ 1.30× | $(check "${cpu_us[berry,$c]} <= 1.3 * ${cpu_us[bare,$c]}") |"
+    echo "| … Berry with per-request log lines off | | | ${cpu_us[quiet,$c]} | $(ratio "${cpu_us[quiet,$c]}" "${cpu_us[bare,$c]}") | | |"
+    echo "| latency p50 / p99 at $c connections (µs) | ${p50[direct,$c]} / ${p99[direct,$c]} | ${p50[bare,$c]} / ${p99[bare,$c]} | ${p50[berry,$c]} / ${p99[berry,$c]} | | | |"
+  done
   echo "| latency p50 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p50[direct]} | ${fixed_p50[bare]} | ${fixed_p50[berry]} | $(delta "${fixed_p50[berry]}" "${fixed_p50[bare]}") µs | ≤ +100 µs | $(check "${fixed_p50[berry]} - ${fixed_p50[bare]} <= 100") |"
   echo "| latency p99 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p99[direct]} | ${fixed_p99[bare]} | ${fixed_p99[berry]} | $(delta "${fixed_p99[berry]}" "${fixed_p99[bare]}") µs | ≤ +1,000 µs | $(check "${fixed_p99[berry]} - ${fixed_p99[bare]} <= 1000") |"
-  echo "| CPU per request (µs, serving process) | ${cpu_us[direct]} | ${cpu_us[bare]} | ${cpu_us[berry]} | $(ratio "${cpu_us[berry]}" "${cpu_us[bare]}") | | |"
   echo "| stream TTFB p50, $streams streams (µs) | ${ttfb50[direct]} | ${ttfb50[bare]} | ${ttfb50[berry]} | $(delta "${ttfb50[berry]}" "${ttfb50[bare]}") µs | | |"
   echo "| stream TTFB p99, $streams streams (µs) | ${ttfb99[direct]} | ${ttfb99[bare]} | ${ttfb99[berry]} | $(delta "${ttfb99[berry]}" "${ttfb99[bare]}") µs | | |"
   echo "| chunk latency p50, $streams streams (µs) | ${chunk50[direct]} | ${chunk50[bare]} | ${chunk50[berry]} | $(delta "${chunk50[berry]}" "${chunk50[bare]}") µs | | |"

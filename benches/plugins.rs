@@ -89,6 +89,13 @@ fn auth_calls(c: &mut Criterion) {
     group.bench_function("token_auth", |b| {
         b.iter(|| black_box(berry::server::auth::authenticate(&snapshot, black_box(&headers), "smart_ai-8").expect("auth")))
     });
+    // The same caller again, with the principal cache on (the default).
+    let cached = common::config_toml().replace("cache_seconds = 0", "cache_seconds = 10");
+    let config = berry::config::parse(&cached, &|_| None).expect("config");
+    let cached = rt.block_on(berry::gateway::Gateway::start(config)).expect("gateway").snapshot();
+    group.bench_function("token_auth_cached", |b| {
+        b.iter(|| black_box(berry::server::auth::authenticate(&cached, black_box(&headers), "").expect("auth")))
+    });
     headers.insert("authorization", http::HeaderValue::from_static("Bearer not-a-known-token"));
     group.bench_function("token_auth_denied", |b| {
         b.iter(|| black_box(berry::server::auth::authenticate(&snapshot, black_box(&headers), "smart_ai-8").is_err()))

@@ -50,7 +50,7 @@ fn sse(c: &mut Criterion) {
                         http::HeaderValue::from_static("req_bench"),
                         ([127, 0, 0, 1], 9).into(),
                         http::Method::POST,
-                        "/v1/chat/completions".into(),
+                        http::Uri::from_static("/v1/chat/completions"),
                         snapshot.metrics.clone(),
                     ),
                 );

@@ -49,6 +49,8 @@ pub fn config_toml() -> String {
         let _ = writeln!(t, "[users.u{u}]\ntoken = \"berry-user-{u:03}-token\"\ntags = [\"team-{}\"]", u % 4);
     }
     let _ = writeln!(t, "[users.bench]\ntoken = \"{TOKEN}\"\ntags = [\"team-a\", \"premium\"]");
+    // The auth benches measure the policy's call; the principal cache has its own.
+    let _ = writeln!(t, "[auth]\ncache_seconds = 0");
     t
 }
 

@@ -89,6 +89,13 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     berry::telemetry::init();
+    let code = run();
+    // Log lines are written out in batches: the last ones before exit too.
+    berry::telemetry::flush();
+    code
+}
+
+fn run() -> ExitCode {
     berry::plugin::set_cache_dir(cache_dir());
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

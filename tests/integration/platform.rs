@@ -454,3 +454,34 @@ async fn a_plugin_that_traps_while_loading_says_why() {
     }
     assert!(!available.contains(&"weighted_random"), "in use, so listed under plugins: {list}");
 }
+
+/// An admitted caller is remembered for the snapshot's life (or `auth.cache_seconds`):
+/// the policy is asked once, and a reload that disables the user refuses them at once.
+#[tokio::test]
+async fn admitted_callers_are_remembered_until_the_config_changes() {
+    let up = mock("up").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("berry.toml");
+    let toml = config("weighted_random", &[("up", &up)], &[], &format!("admin_token = \"{ADMIN}\""));
+    std::fs::write(&path, &toml).expect("write");
+    let gw = TestGateway::start_file(&path).await;
+    let auth_calls = |gw: &TestGateway| {
+        let snapshot = gw.gateway.snapshot();
+        snapshot.auth.stats().calls.load(Ordering::Relaxed)
+    };
+    for _ in 0..5 {
+        assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
+    }
+    assert_eq!(auth_calls(&gw), 1, "asked once, then remembered");
+    std::fs::write(&path, toml.replace("[users.tester]\n", "[users.tester]\nenabled = false\n")).expect("write");
+    let reply = gw.admin(Method::POST, "/admin/reload", ADMIN, vec![]).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    gw.chat(TOKEN, &chat_body("m")).await.assert_error(401, "user_disabled");
+
+    // With the cache off, every request asks the policy.
+    let off = TestGateway::start(&(config("weighted_random", &[("up", &up)], &[], "") + "[auth]\ncache_seconds = 0\n")).await;
+    for _ in 0..3 {
+        assert_eq!(off.chat(TOKEN, &chat_body("m")).await.status, 200);
+    }
+    assert_eq!(auth_calls(&off), 3);
+}

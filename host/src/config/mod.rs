@@ -241,6 +241,9 @@ pub struct PluginSpec {
 pub struct AuthSettings {
     pub policy: String,
     pub config_json: String,
+    /// How long the principal of an admitted caller is reused without asking the
+    /// policy again (zero: never).
+    pub cache_ttl: Duration,
 }
 
 /// Every problem found in a configuration, each prefixed with its key path.

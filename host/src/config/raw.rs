@@ -189,4 +189,6 @@ pub struct RawPlugin {
 pub struct RawAuth {
     pub policy: Option<String>,
     pub config: Option<toml::Value>,
+    /// How long an admitted caller is remembered (0: the policy judges every request).
+    pub cache_seconds: Option<f64>,
 }

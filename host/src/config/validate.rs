@@ -118,6 +118,10 @@ impl Validator<'_> {
             );
         }
         let auth_config = self.json("auth.config", raw.auth.config);
+        let cache_ttl = match raw.auth.cache_seconds {
+            Some(s) if s == 0.0 => Duration::ZERO,
+            seconds => self.seconds("auth.cache_seconds", seconds, 10.0),
+        };
         self.serves_someone(&models, &users, &policy);
         Config {
             settings,
@@ -125,7 +129,7 @@ impl Validator<'_> {
             models,
             users,
             plugins,
-            auth: AuthSettings { policy, config_json: auth_config },
+            auth: AuthSettings { policy, config_json: auth_config, cache_ttl },
             source: None,
             warnings: Vec::new(),
         }

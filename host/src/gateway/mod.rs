@@ -4,6 +4,7 @@
 mod probe;
 mod provider;
 mod route;
+mod series;
 mod snapshot;
 mod watch;
 

@@ -106,6 +106,8 @@ impl ProviderRuntime {
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
+        // Room for ours and the relay's (content type, accept, request id) at once.
+        *request.headers_mut() = http::HeaderMap::with_capacity(8 + self.headers.len());
         let headers = request.headers_mut();
         headers.insert(header::USER_AGENT, HeaderValue::from_static(concat!("berry/", env!("CARGO_PKG_VERSION"))));
         if let Some((name, value)) = &self.key_header {

@@ -16,6 +16,7 @@ use crate::relay::Endpoint;
 use crate::relay::plan::Plan;
 
 use super::provider::ProviderRuntime;
+use super::series::{RequestCounters, RouteSeries};
 
 pub struct RouteBackend {
     pub config: Backend,
@@ -29,6 +30,8 @@ pub struct RouteBackend {
     /// How each endpoint (streamed or not) reaches this backend, worked out once per
     /// config: `None` where the backend cannot serve it. See [`RouteBackend::target`].
     targets: Vec<Option<Target>>,
+    /// Requests this backend answered on its route, by status class.
+    pub requests: RequestCounters,
 }
 
 /// Where and how a request for one endpoint goes to a backend.
@@ -49,7 +52,15 @@ impl RouteBackend {
                 Some(Target { plan, uri })
             })
             .collect();
-        RouteBackend { config, provider, health, label, attempts: Default::default(), targets }
+        RouteBackend {
+            config,
+            provider,
+            health,
+            label,
+            attempts: Default::default(),
+            targets,
+            requests: RequestCounters::default(),
+        }
     }
 
     /// How a request for `endpoint` reaches this backend, or `None` when it cannot.
@@ -83,6 +94,8 @@ pub struct Route {
     pub backends: Vec<RouteBackend>,
     /// Incremented per request; handed to the strategy (round robin).
     pub sequence: AtomicU64,
+    /// This route's metric series.
+    pub series: RouteSeries,
 }
 
 impl Route {
@@ -149,18 +162,24 @@ impl Route {
     }
 
     /// Keep the strategy's answer honest: in range, enabled, no repeats.
-    pub fn sanitize(&self, order: Vec<u32>) -> Vec<u32> {
-        let mut seen = vec![false; self.backends.len()];
-        order
-            .into_iter()
-            .filter(|&i| {
-                let ok = self.backends.get(i as usize).is_some_and(RouteBackend::enabled) && !seen[i as usize];
-                if ok {
-                    seen[i as usize] = true;
+    pub fn sanitize(&self, mut order: Vec<u32>) -> Vec<u32> {
+        // A bitmask for up to 64 backends, a table beyond.
+        let mut small = 0u64;
+        let mut large = if self.backends.len() > 64 { vec![false; self.backends.len()] } else { Vec::new() };
+        order.retain(|&i| {
+            let Some(b) = self.backends.get(i as usize) else { return false };
+            let seen = match large.get_mut(i as usize) {
+                Some(flag) => std::mem::replace(flag, true),
+                None => {
+                    let bit = 1u64 << i;
+                    let seen = small & bit != 0;
+                    small |= bit;
+                    seen
                 }
-                ok
-            })
-            .collect()
+            };
+            !seen && b.enabled()
+        });
+        order
     }
 
     /// Find a backend by the debug pin "provider" or "provider:model".

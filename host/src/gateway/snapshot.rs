@@ -115,6 +115,7 @@ impl Snapshot {
                     strategy_index: strategy_index as u32,
                     backends,
                     sequence: AtomicU64::new(previous_sequence),
+                    series: Default::default(),
                 });
                 routes.insert(m.name.clone(), route.clone());
                 route_order.push((i, route));
@@ -124,7 +125,8 @@ impl Snapshot {
 
         let users = config.users.iter().map(to_wit_user).collect();
         let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, shared)?;
-        let auth = AuthPlugin::prepare(compiled, limits, auth_config, users).map_err(|e| e.to_string())?;
+        let auth = AuthPlugin::prepare(compiled, limits, auth_config, users, config.auth.cache_ttl)
+            .map_err(|e| e.to_string())?;
 
         let client = match previous {
             // Keep the pooled connections when the connect timeout did not change.

@@ -1,7 +1,10 @@
 //! An auth plugin bound to one config snapshot: the users are configured into every
 //! instance when the instance is made.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -49,7 +52,53 @@ impl Kind for AuthKind {
     }
 }
 
-pub struct AuthPlugin(Loaded<AuthKind>);
+pub struct AuthPlugin {
+    loaded: Loaded<AuthKind>,
+    cache: PrincipalCache,
+}
+
+/// Principals the policy admitted, by credentials, for this snapshot only (a config
+/// reload or a plugin swap starts afresh).
+///
+/// A policy is a pure function of its configuration and the request (the contract
+/// says any instance gives the same answer), so a caller seen a moment ago gets the
+/// same principal without a sandbox call. Entries expire after `ttl`, which bounds how
+/// late a policy that reads the clock takes effect. Denials are never kept. The map
+/// is sharded (no lock shared by all requests) and bounded: a full shard is emptied.
+struct PrincipalCache {
+    ttl: Duration,
+    hasher: RandomState,
+    shards: [RwLock<HashMap<Box<str>, Cached>>; SHARDS],
+}
+
+struct Cached {
+    principal: Arc<wit::Principal>,
+    expires: Instant,
+}
+
+const SHARDS: usize = 16;
+/// Callers kept per shard: 65,536 in all, many more than the users of a deployment.
+const PER_SHARD: usize = 4096;
+
+impl PrincipalCache {
+    fn get(&self, key: &str) -> Option<Arc<wit::Principal>> {
+        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
+        let cached = shard.get(key)?;
+        (cached.expires > Instant::now()).then(|| cached.principal.clone())
+    }
+
+    fn put(&self, key: &str, principal: Arc<wit::Principal>) {
+        let mut shard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= PER_SHARD {
+            shard.clear();
+        }
+        shard.insert(key.into(), Cached { principal, expires: Instant::now() + self.ttl });
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, Cached>> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+}
 
 impl AuthPlugin {
     pub fn prepare(
@@ -57,40 +106,61 @@ impl AuthPlugin {
         limits: Limits,
         config_json: String,
         users: Vec<wit::UserInfo>,
+        cache_ttl: Duration,
     ) -> Result<Self, PluginError> {
         let mut loaded: Loaded<AuthKind> = Loaded::prepare(compiled, limits, config_json, users)?;
+        let cache = PrincipalCache { ttl: cache_ttl, hasher: RandomState::new(), shards: Default::default() };
         // Header names are matched against lowercase request headers; a policy built
         // without the SDK may answer them in any case, or twice.
         let headers = &mut loaded.answer;
         headers.iter_mut().for_each(|h| h.make_ascii_lowercase());
         headers.sort();
         headers.dedup();
-        Ok(AuthPlugin(loaded))
+        Ok(AuthPlugin { loaded, cache })
     }
 
     pub fn compiled(&self) -> &CompiledPlugin {
-        &self.0.compiled
+        &self.loaded.compiled
     }
 
     pub fn name(&self) -> &Arc<str> {
-        &self.0.compiled.name
+        &self.loaded.compiled.name
     }
 
     pub fn stats(&self) -> &CallStats {
-        &self.0.pool.stats
+        &self.loaded.pool.stats
     }
 
     /// The request headers (lowercase names) the policy asked to see.
     pub fn headers(&self) -> &[String] {
-        &self.0.answer
+        &self.loaded.answer
     }
 
-    pub fn authorize(&self, request: &wit::AuthRequest) -> Result<Result<wit::Principal, wit::Denial>, PluginError> {
+    /// Admit or refuse one request. `key` identifies its credentials (the token and
+    /// the headers the policy reads): a principal admitted for the same key within
+    /// the cache's lifetime comes back without calling the policy.
+    pub fn authorize(
+        &self,
+        key: &str,
+        request: impl FnOnce() -> wit::AuthRequest,
+    ) -> Result<Result<Arc<wit::Principal>, wit::Denial>, PluginError> {
+        let caching = !self.cache.ttl.is_zero();
+        if caching && let Some(principal) = self.cache.get(key) {
+            return Ok(Ok(principal));
+        }
+        let request = request();
         // Neutral input: no credentials. A working policy answers it (with a denial).
         let recheck = |store: &mut Store<HostState>, b: &Bindings| {
             let neutral = wit::AuthRequest { token: String::new(), model: String::new(), headers: Vec::new() };
             b.berry_gateway_auth().call_authorize(store, &neutral).map(drop)
         };
-        self.0.call(|store, b| b.berry_gateway_auth().call_authorize(store, request), Some(&recheck))
+        let answer = self.loaded.call(|store, b| b.berry_gateway_auth().call_authorize(store, &request), Some(&recheck))?;
+        Ok(answer.map(|principal| {
+            let principal = Arc::new(principal);
+            if caching {
+                self.cache.put(key, principal.clone());
+            }
+            principal
+        }))
     }
 }

@@ -61,11 +61,9 @@ pub async fn unary(snapshot: &Snapshot, request: Request<Full<Bytes>>, total: Du
     let exchange = async {
         let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
         let (parts, body) = response.into_parts();
-        let bytes = Limited::new(body, MAX_UPSTREAM_BODY)
-            .collect()
+        let bytes = collect(body, MAX_UPSTREAM_BODY)
             .await
-            .map_err(|e| (ErrorClass::Network, format!("reading the response failed: {e}")))?
-            .to_bytes();
+            .map_err(|e| (ErrorClass::Network, format!("reading the response failed: {e}")))?;
         Ok::<_, (ErrorClass, String)>((parts, bytes))
     };
     match tokio::time::timeout(total, exchange).await {
@@ -134,6 +132,28 @@ pub async fn stream(
     }
 }
 
+/// A whole response body of at most `limit` bytes. A body that arrives as one frame
+/// (the usual case) is kept as it is, without a copy.
+async fn collect(mut body: Incoming, limit: usize) -> Result<Bytes, String> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else { continue };
+        if first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len() > limit {
+            return Err(format!("larger than {limit} bytes"));
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(f) => {
+                joined.extend_from_slice(&f);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}
+
 /// Decide what a complete upstream answer means.
 fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attempt {
     let status = parts.status;
@@ -182,6 +202,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn passthrough(status: StatusCode, upstream: &HeaderMap, bytes: Bytes, native: bool) -> Response<BerryBody> {
     let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
+    *response.headers_mut() = HeaderMap::with_capacity(8);
     let content_type = upstream
         .get(header::CONTENT_TYPE)
         .filter(|_| native)

@@ -12,7 +12,8 @@ use crate::error::GatewayError;
 #[derive(Debug)]
 pub struct RequestBody {
     bytes: Bytes,
-    pub model: String,
+    /// Shared with the request's log line, which may outlive the body.
+    pub model: std::sync::Arc<str>,
     pub stream: bool,
     /// `stream_options.include_usage`: the client wants a usage chunk at the end.
     pub include_usage: bool,
@@ -47,7 +48,7 @@ impl RequestBody {
         let mut backend = None;
         let mut backend_member = None;
         for (i, m) in members.iter().enumerate() {
-            match m.key.as_str() {
+            match &*m.key {
                 "model" => {
                     let name: String = serde_json::from_str(m.value.get()).map_err(|_| {
                         GatewayError::bad_request("invalid_model", "'model' must be a string.").with_param("model")
@@ -79,7 +80,7 @@ impl RequestBody {
                 _ => {}
             }
         }
-        let Some((model, model_span)) = model else {
+        let Some((model, model_span)) = model.map(|(name, span): (String, _)| (std::sync::Arc::<str>::from(name), span)) else {
             return Err(
                 GatewayError::bad_request("missing_model", "Request body must include 'model'.").with_param("model")
             );
@@ -96,17 +97,22 @@ impl RequestBody {
     /// The body to send upstream: the same bytes with `model` set to `upstream_model`
     /// and the `backend` member cut out.
     pub fn for_upstream(&self, upstream_model: &str) -> Bytes {
-        let new_model = serde_json::to_string(upstream_model).unwrap_or_else(|_| "\"\"".to_string());
-        let mut cuts: Vec<((usize, usize), &[u8])> = vec![(self.model_span, new_model.as_bytes())];
-        if let Some(span) = self.backend_span {
-            cuts.push((span, b""));
+        let mut cuts = [(self.model_span, true), self.backend_span.map_or(((0, 0), false), |span| (span, false))];
+        if self.backend_span.is_none() {
+            cuts[1] = cuts[0];
         }
-        cuts.sort_by_key(|(span, _)| span.0);
-        let mut out = Vec::with_capacity(self.bytes.len() + new_model.len());
+        cuts.sort_by_key(|((start, _), _)| *start);
+        let mut out = Vec::with_capacity(self.bytes.len() + upstream_model.len() + 2);
         let mut pos = 0;
-        for ((start, end), replacement) in cuts {
+        for ((start, end), is_model) in cuts {
+            if start < pos {
+                continue; // the same cut twice (no backend member)
+            }
             out.extend_from_slice(&self.bytes[pos..start]);
-            out.extend_from_slice(replacement);
+            if is_model {
+                // A JSON string, escaped; writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, upstream_model);
+            }
             pos = end;
         }
         out.extend_from_slice(&self.bytes[pos..]);
@@ -115,7 +121,7 @@ impl RequestBody {
 }
 
 struct Member<'a> {
-    key: String,
+    key: std::borrow::Cow<'a, str>,
     value: &'a RawValue,
 }
 
@@ -156,10 +162,32 @@ fn duplicate_key<'a>(members: &'a [Member]) -> Option<&'a str> {
             .iter()
             .enumerate()
             .find(|(i, m)| members[..*i].iter().any(|earlier| earlier.key == m.key))
-            .map(|(_, m)| m.key.as_str());
+            .map(|(_, m)| &*m.key);
     }
     let mut seen = std::collections::HashSet::with_capacity(members.len());
-    members.iter().find(|m| !seen.insert(m.key.as_str())).map(|m| m.key.as_str())
+    members.iter().find(|m| !seen.insert(&*m.key)).map(|m| &*m.key)
+}
+
+/// A key, borrowed from the body unless it had escapes to decode.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 fn parse_members(text: &str) -> Result<Vec<Member<'_>>, serde_json::Error> {
@@ -170,8 +198,8 @@ fn parse_members(text: &str) -> Result<Vec<Member<'_>>, serde_json::Error> {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut members = Vec::new();
-            while let Some(key) = map.next_key::<String>()? {
+            let mut members = Vec::with_capacity(8);
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                 let value: &'de RawValue = map.next_value()?;
                 members.push(Member { key, value });
             }
@@ -200,7 +228,7 @@ mod tests {
         let body = parse(
             r#"{ "z": 1.50, "model" : "gpt-4", "messages":[{"role":"user","content":"hi"}], "a": {"model":"x"} }"#,
         );
-        assert_eq!(body.model, "gpt-4");
+        assert_eq!(&*body.model, "gpt-4");
         assert!(!body.stream);
         let out = body.for_upstream("real-model");
         assert_eq!(

@@ -31,7 +31,6 @@ use super::Endpoint;
 use super::attempt::{self, Attempt, Reply, Started};
 use super::body::RequestBody;
 use super::stream::{Finish, relay_stream};
-use super::usage::Usage;
 use crate::error::GatewayError;
 use crate::gateway::{Route, RouteBackend, Snapshot};
 use crate::health::{ErrorClass, Outcome, now_ms};
@@ -217,6 +216,7 @@ impl<'a> Walk<'a> {
         self.attempts += 1;
         self.any_healthy_tried |= self.states.get(index as usize).is_some_and(|s| s.healthy);
         self.log.backend = Some(backend.label.clone());
+        self.log.backend_index = Some(index);
         self.log.attempts = self.attempts;
         let reply = Reply {
             plan: target.plan,
@@ -241,15 +241,14 @@ impl<'a> Walk<'a> {
                 backend.count_attempt(&snapshot.metrics, outcome);
                 count_retries(snapshot, route, self.attempts);
                 if let Some(u) = usage {
-                    count_tokens(&snapshot.metrics, self.log.user.as_deref().unwrap_or("-"), &route.name, u);
+                    route.series.count_tokens(&snapshot.metrics, &route.name, self.log.user(), u);
                 }
                 Some(response)
             }
             Attempt::Stream(Started { parts, first, rest, translator, usage }) => {
                 count_retries(snapshot, route, self.attempts);
-                let model = crate::metrics::ModelLabels { model: route.name.clone() };
                 let first_byte = self.log.started.elapsed();
-                snapshot.metrics.first_byte_seconds.get_or_create(&model).observe(first_byte.as_secs_f64());
+                route.series.first_byte_seconds(&snapshot.metrics, &route.name).observe(first_byte.as_secs_f64());
                 self.log.first_byte_ms = Some(first_byte.as_secs_f64() * 1000.0);
                 let line = self.log.hand_off();
                 let request = self.request.clone();
@@ -325,16 +324,7 @@ fn backoff(retry: u32, settings: &crate::config::Settings) -> Duration {
 
 fn count_retries(snapshot: &Snapshot, route: &Route, attempts: u32) {
     if attempts > 1 {
-        let labels = crate::metrics::ModelLabels { model: route.name.clone() };
-        snapshot.metrics.retries.get_or_create(&labels).inc_by(u64::from(attempts - 1));
-    }
-}
-
-pub(crate) fn count_tokens(metrics: &crate::metrics::Metrics, user: &str, model: &str, usage: Usage) {
-    for (kind, n) in [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)] {
-        let labels =
-            crate::metrics::TokenLabels { user: user.to_string(), model: model.to_string(), kind: kind.to_string() };
-        metrics.tokens.get_or_create(&labels).inc_by(n);
+        route.series.retries(&snapshot.metrics, &route.name).inc_by(u64::from(attempts - 1));
     }
 }
 

@@ -63,7 +63,7 @@ impl Finish {
             backend.count_attempt(log.metrics(), outcome);
         }
         if let Some(u) = usage {
-            super::forward::count_tokens(log.metrics(), log.user.as_deref().unwrap_or("-"), &self.route.name, u);
+            self.route.series.count_tokens(log.metrics(), &self.route.name, log.user(), u);
         }
         if outcome != Outcome::Success {
             log.error = Some("stream_interrupted");

@@ -3,24 +3,11 @@
 
 use serde::Deserialize;
 
-/// Where usage sits in the answers of every format Berry relays: OpenAI's `usage`
-/// (chat, and `input_tokens`/`output_tokens` in the Responses API), Anthropic's
-/// `message.usage` (its stream's first event) and `usage`, the Responses API stream's
-/// `response.usage`, Gemini's `usageMetadata`.
-#[derive(Deserialize)]
-struct Found {
-    usage: Option<Counts>,
-    message: Option<Nested>,
-    response: Option<Nested>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata: Option<GeminiCounts>,
-}
 
-#[derive(Deserialize)]
-struct Nested {
-    usage: Option<Counts>,
-}
-
+/// Where usage sits in every format Berry relays: OpenAI's `usage` (chat, and
+/// `input_tokens`/`output_tokens` in the Responses API, where a stream nests it in
+/// `response`), Anthropic's `usage` (in its stream's first event, under `message`),
+/// Gemini's `usageMetadata`. [`of_json`] finds the member whatever its parent.
 #[derive(Deserialize)]
 struct Counts {
     #[serde(alias = "input_tokens")]
@@ -61,14 +48,42 @@ fn from_counts(c: &Counts) -> Option<Usage> {
 }
 
 /// The usage a JSON answer (or one streamed event) reports, if any.
+///
+/// Only the usage member is read: parsing starts at its key instead of walking the
+/// whole answer (whose text is most of it). The key is found from the end, where
+/// every format puts it; a key inside a string value would follow a backslash.
 pub fn of_json(bytes: &[u8]) -> Option<Usage> {
-    let found: Found = serde_json::from_slice(bytes).ok()?;
-    let nested = |n: &Option<Nested>| n.as_ref().and_then(|n| n.usage.as_ref()).and_then(from_counts);
-    let gemini = found.usage_metadata.map(|g| Usage {
-        prompt_tokens: g.prompt_token_count.unwrap_or(0),
-        completion_tokens: g.candidates_token_count.unwrap_or(0),
-    });
-    found.usage.as_ref().and_then(from_counts).or_else(|| nested(&found.message)).or_else(|| nested(&found.response)).or(gemini)
+    let mut end = bytes.len();
+    while let Some(at) = rfind(&bytes[..end], b"\"usage") {
+        end = at;
+        if at > 0 && bytes[at - 1] == b'\\' {
+            continue;
+        }
+        let rest = &bytes[at + 1..];
+        let (gemini, key_len) = if rest.starts_with(b"usageMetadata\"") {
+            (true, "usageMetadata\"".len())
+        } else if rest.starts_with(b"usage\"") {
+            (false, "usage\"".len())
+        } else {
+            continue;
+        };
+        let value = rest[key_len..].trim_ascii_start().strip_prefix(b":")?;
+        let mut de = serde_json::Deserializer::from_slice(value);
+        return if gemini {
+            let g = GeminiCounts::deserialize(&mut de).ok()?;
+            Some(Usage {
+                prompt_tokens: g.prompt_token_count.unwrap_or(0),
+                completion_tokens: g.candidates_token_count.unwrap_or(0),
+            })
+        } else {
+            from_counts(&Counts::deserialize(&mut de).ok()?)
+        };
+    }
+    None
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
 }
 
 /// Largest SSE line kept while looking for `usage` in a stream.
@@ -129,5 +144,13 @@ mod tests {
         assert_eq!(of_json(gemini), Some(Usage { prompt_tokens: 4, completion_tokens: 9 }));
         let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":5}}}"#;
         assert_eq!(of_json(responses), Some(Usage { prompt_tokens: 3, completion_tokens: 5 }));
+    }
+
+    #[test]
+    fn a_usage_key_inside_text_is_not_the_usage() {
+        let quoted = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"note":"the \"usage\": 99 field"}"#;
+        assert_eq!(of_json(quoted), Some(Usage { prompt_tokens: 1, completion_tokens: 2 }));
+        assert_eq!(of_json(br#"{"usage":null}"#), None);
+        assert_eq!(of_json(br#"{"choices":[]}"#), None);
     }
 }

@@ -1,5 +1,7 @@
 //! The authenticate phase: credentials → the auth plugin → a principal or an error.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use crate::error::GatewayError;
@@ -27,7 +29,11 @@ pub fn token(headers: &HeaderMap) -> &str {
     bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).unwrap_or("")
 }
 
-pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Result<wit::Principal, GatewayError> {
+pub fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    model: &str,
+) -> Result<Arc<wit::Principal>, GatewayError> {
     let token = token(headers);
     if token.len() > MAX_CREDENTIAL_BYTES {
         return Err(GatewayError::unauthorized("invalid_api_key", "Incorrect API key provided."));
@@ -35,7 +41,7 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Re
     // Only the headers the policy asked for (none, for token_auth): each one is two
     // strings copied into the sandbox on every request.
     let wanted = snapshot.auth.headers();
-    let passed = if wanted.is_empty() {
+    let passed: Vec<(String, String)> = if wanted.is_empty() {
         Vec::new()
     } else {
         headers
@@ -48,8 +54,18 @@ pub fn authenticate(snapshot: &Snapshot, headers: &HeaderMap, model: &str) -> Re
             .take(MAX_HEADERS)
             .collect()
     };
-    let request = wit::AuthRequest { token: token.to_string(), model: model.to_string(), headers: passed };
-    match snapshot.auth.authorize(&request) {
+    // Everything the policy sees is the cache key: the same input, the same answer.
+    let key: std::borrow::Cow<'_, str> = if passed.is_empty() && model.is_empty() {
+        token.into()
+    } else {
+        let mut key = format!("{token}\u{0}{model}");
+        for (name, value) in &passed {
+            key.push_str(&format!("\u{0}{name}\u{0}{value}"));
+        }
+        key.into()
+    };
+    let request = || wit::AuthRequest { token: token.to_string(), model: model.to_string(), headers: passed };
+    match snapshot.auth.authorize(&key, request) {
         Ok(Ok(principal)) => Ok(principal),
         Ok(Err(denial)) => Err(GatewayError::denied(denial.status, &denial.code, denial.message)),
         // The policy could not judge these credentials (it judges others): refuse

@@ -26,7 +26,7 @@ pub async fn relay(
 
     // === authenticate === (from the headers alone: a stranger's body is never read)
     let principal = authenticate(snapshot, &parts.headers, "")?;
-    log.user = Some(principal.id.clone());
+    log.principal = Some(principal.clone());
 
     // === read === (bounded in size, in time, and in memory across all requests)
     let limit = settings.max_request_body_bytes;
@@ -42,11 +42,11 @@ pub async fn relay(
     log.stream = body.stream;
 
     // === route ===
-    let route = snapshot.routes.get(&body.model).filter(|r| r.enabled).ok_or_else(|| {
+    let route = snapshot.routes.get(&*body.model).filter(|r| r.enabled).ok_or_else(|| {
         GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", body.model))
             .with_param("model")
     })?;
-    log.route = Some(route.name.clone());
+    log.route = Some(route.clone());
     if !allowed(&principal, &body.model) {
         return Err(GatewayError::forbidden(
             "model_not_allowed",

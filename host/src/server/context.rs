@@ -22,15 +22,19 @@ pub struct RequestLog {
     pub request_id: HeaderValue,
     pub client: SocketAddr,
     pub method: http::Method,
-    pub path: String,
-    pub user: Option<String>,
+    /// The request's URI (its path is logged); cloning it shares its bytes.
+    pub uri: http::Uri,
+    /// The authenticated caller; its id is the `user` of logs and metrics.
+    pub principal: Option<Arc<crate::plugin::auth::wit::Principal>>,
     /// The model as the client wrote it (logs only).
-    pub model: Option<String>,
-    /// The configured route the model resolved to (safe as a metrics label).
-    pub route: Option<String>,
+    pub model: Option<Arc<str>>,
+    /// The configured route the model resolved to (its name is safe as a metrics label).
+    pub route: Option<Arc<crate::gateway::Route>>,
     /// A relayed request (chat, completions, embeddings): counted in request metrics.
     pub relay: bool,
     pub backend: Option<Arc<str>>,
+    /// Index of `backend` in the route.
+    pub backend_index: Option<u32>,
     pub attempts: u32,
     pub stream: bool,
     /// Streams: when the first byte reached the client, ms after `started`.
@@ -46,7 +50,7 @@ impl RequestLog {
         request_id: HeaderValue,
         client: SocketAddr,
         method: http::Method,
-        path: String,
+        uri: http::Uri,
         metrics: Arc<Metrics>,
     ) -> Self {
         RequestLog {
@@ -54,12 +58,13 @@ impl RequestLog {
             request_id,
             client,
             method,
-            path,
-            user: None,
+            uri,
+            principal: None,
             model: None,
             route: None,
             relay: false,
             backend: None,
+            backend_index: None,
             attempts: 0,
             stream: false,
             first_byte_ms: None,
@@ -74,22 +79,40 @@ impl RequestLog {
         &self.metrics
     }
 
+    /// The caller's user id, "-" before authentication.
+    pub fn user(&self) -> &str {
+        self.principal.as_deref().map_or("-", |p| p.id.as_str())
+    }
+
     /// Count a relayed request in the metrics (once).
     pub fn count(&mut self, status: u16) {
         if std::mem::replace(&mut self.counted, true) || !self.relay {
             return;
         }
-        let model = self.route.clone().unwrap_or_else(|| "-".to_string());
-        let labels = crate::metrics::RequestLabels {
-            model: model.clone(),
-            backend: self.backend.as_deref().unwrap_or("-").to_string(),
-            status: crate::metrics::status_class(status),
+        let seconds = self.started.elapsed().as_secs_f64();
+        let Some(route) = &self.route else {
+            let labels = crate::metrics::RequestLabels {
+                model: "-".into(),
+                backend: "-".into(),
+                status: crate::metrics::status_class(status),
+            };
+            self.metrics.requests.get_or_create(&labels).inc();
+            let model = crate::metrics::ModelLabels { model: "-".into() };
+            self.metrics.request_seconds.get_or_create(&model).observe(seconds);
+            return;
         };
-        self.metrics.requests.get_or_create(&labels).inc();
-        self.metrics
-            .request_seconds
-            .get_or_create(&crate::metrics::ModelLabels { model })
-            .observe(self.started.elapsed().as_secs_f64());
+        match self.backend_index.and_then(|i| route.backends.get(i as usize)) {
+            Some(b) => b.requests.count(&self.metrics, &route.name, &b.label, status),
+            None => {
+                let labels = crate::metrics::RequestLabels {
+                    model: route.name.clone(),
+                    backend: "-".into(),
+                    status: crate::metrics::status_class(status),
+                };
+                self.metrics.requests.get_or_create(&labels).inc();
+            }
+        }
+        route.series.request_seconds(&self.metrics, &route.name).observe(seconds);
     }
 
     /// Hand the line to a stream that outlives the handler: the returned log is
@@ -101,12 +124,13 @@ impl RequestLog {
             request_id: self.request_id.clone(),
             client: self.client,
             method: self.method.clone(),
-            path: std::mem::take(&mut self.path),
-            user: self.user.clone(),
+            uri: self.uri.clone(),
+            principal: self.principal.clone(),
             model: self.model.clone(),
             route: self.route.clone(),
             relay: self.relay,
             backend: self.backend.clone(),
+            backend_index: self.backend_index,
             attempts: self.attempts,
             stream: self.stream,
             first_byte_ms: self.first_byte_ms,
@@ -122,22 +146,39 @@ impl RequestLog {
         if std::mem::replace(&mut self.emitted, true) {
             return;
         }
-        let latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let line = crate::telemetry::RequestLine {
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            client: self.client,
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            user: self.user(),
+            model: self.model.as_deref().unwrap_or("-"),
+            backend: self.backend.as_deref().unwrap_or("-"),
+            status,
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            first_byte_ms: self.first_byte_ms,
+            attempts: self.attempts,
+            stream: self.stream,
+            error: self.error.unwrap_or("-"),
+        };
+        if crate::telemetry::request_line(&line) {
+            return;
+        }
         tracing::info!(
             target: "berry::request",
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            client = %self.client,
-            method = %self.method,
-            path = %self.path,
-            user = self.user.as_deref().unwrap_or("-"),
-            model = self.model.as_deref().unwrap_or("-"),
-            backend = self.backend.as_deref().unwrap_or("-"),
+            request_id = line.request_id,
+            client = %line.client,
+            method = line.method,
+            path = line.path,
+            user = line.user,
+            model = line.model,
+            backend = line.backend,
             status,
-            latency_ms = format_args!("{latency_ms:.2}"),
-            first_byte_ms = self.first_byte_ms.map(|ms| format!("{ms:.2}")).as_deref().unwrap_or("-"),
-            attempts = self.attempts,
-            stream = self.stream,
-            error = self.error.unwrap_or("-"),
+            latency_ms = format_args!("{:.2}", line.latency_ms),
+            first_byte_ms = ?line.first_byte_ms,
+            attempts = line.attempts,
+            stream = line.stream,
+            error = line.error,
         );
     }
 }
@@ -161,7 +202,13 @@ pub fn request_id(headers: &http::HeaderMap) -> HeaderValue {
         })
         .cloned()
         .unwrap_or_else(|| {
-            let id = format!("req_{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..));
-            HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("req_unknown"))
+            // "req_" and 24 hex digits of randomness, written without `format!`.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut id = *b"req_000000000000000000000000";
+            let random = u128::from(fastrand::u64(..)) << 32 | u128::from(fastrand::u32(..));
+            for (i, byte) in id[4..].iter_mut().enumerate() {
+                *byte = HEX[(random >> (4 * (23 - i)) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("req_unknown"))
         })
 }

@@ -17,7 +17,7 @@ pub fn models(
     log: &mut RequestLog,
 ) -> Result<Response<BerryBody>, GatewayError> {
     let principal = authenticate(snapshot, headers, "")?;
-    log.user = Some(principal.id.clone());
+    log.principal = Some(principal.clone());
     let data: Vec<Value> = snapshot
         .route_order
         .iter()
@@ -35,7 +35,7 @@ pub fn model(
     log: &mut RequestLog,
 ) -> Result<Response<BerryBody>, GatewayError> {
     let principal = authenticate(snapshot, headers, "")?;
-    log.user = Some(principal.id.clone());
+    log.principal = Some(principal.clone());
     match snapshot.routes.get(id).filter(|r| r.enabled && allowed(&principal, &r.name)) {
         Some(r) => Ok(json_response(
             StatusCode::OK,

@@ -27,7 +27,7 @@ pub async fn handle(
         id.clone(),
         client,
         request.method().clone(),
-        request.uri().path().to_string(),
+        request.uri().clone(),
         snapshot.metrics.clone(),
     );
     let result = if request.uri().path().starts_with("/admin/") {

@@ -69,7 +69,18 @@ pub async fn read(
         }
         Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
     };
-    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| GatewayError::timeout_reading_body())??;
+    // A small body usually arrives with the headers: read it without arming a timer,
+    // and only a body still on its way gets the deadline.
+    let bytes = {
+        let mut read = std::pin::pin!(read);
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await;
+        match first {
+            std::task::Poll::Ready(result) => result?,
+            std::task::Poll::Pending => {
+                tokio::time::timeout(timeout, read).await.map_err(|_| GatewayError::timeout_reading_body())??
+            }
+        }
+    };
     Ok(Upload { bytes, _permit: permit })
 }
 
