@@ -24,6 +24,12 @@ pub trait Strategy: Sized + 'static {
     /// order every stock strategy starts from.
     fn select(&self, ctx: &Context) -> Vec<u32>;
 
+    /// Whether [`Strategy::observe`] learns anything. A strategy that does not look
+    /// at outcomes sets this to `false`, and the host skips the `observe` call of every
+    /// attempt (one sandbox call fewer per request). Left `true`, `observe` is always
+    /// called, whatever it does.
+    const OBSERVES: bool = true;
+
     /// Learn from the outcome of one attempt. Return a new score to keep for the
     /// backend (it comes back as [`BackendState::score`]), or `None` to keep none.
     fn observe(&self, _observation: &Observation) -> Option<f64> {
@@ -311,6 +317,13 @@ macro_rules! export_strategy {
     ($ty:ty) => {
         #[doc(hidden)]
         pub struct __BerryStrategyExport;
+
+        // Read by the host before it compiles the plugin: `0` when `observe` may be skipped.
+        #[unsafe(link_section = "berry:observes")]
+        #[used]
+        #[doc(hidden)]
+        static __BERRY_OBSERVES: [u8; 1] =
+            [if <$ty as $crate::strategy::Strategy>::OBSERVES { b'1' } else { b'0' }];
 
         impl $crate::bindings::strategy::exports::berry::gateway::strategy::Guest for __BerryStrategyExport {
             fn configure(

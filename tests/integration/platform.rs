@@ -485,3 +485,19 @@ async fn admitted_callers_are_remembered_until_the_config_changes() {
     }
     assert_eq!(auth_calls(&off), 3);
 }
+
+/// A strategy built to say it learns nothing from outcomes (`OBSERVES = false`) is
+/// called once per request (select); one that learns (smart_ai) twice (and observe).
+#[tokio::test]
+async fn observe_is_called_only_for_strategies_that_learn() {
+    let up = mock("up").await;
+    for (strategy, calls_per_request) in [("weighted_random", 1), ("smart_ai", 2)] {
+        let gw = TestGateway::start(&config(strategy, &[("up", &up)], &[], "")).await;
+        for _ in 0..5 {
+            assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
+        }
+        let snapshot = gw.gateway.snapshot();
+        let calls = snapshot.strategies[strategy].stats().calls.load(Ordering::Relaxed);
+        assert_eq!(calls, 5 * calls_per_request, "{strategy}");
+    }
+}

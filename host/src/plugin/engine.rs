@@ -191,6 +191,8 @@ pub struct CompiledPlugin {
     pub source: Arc<str>,
     /// The WIT version stamped by the SDK, if any.
     pub sdk_version: Option<Arc<str>>,
+    /// Whether the host must call the strategy's `observe` (the SDK's `OBSERVES`).
+    pub observes: bool,
     /// When this version (name + hash) was first loaded by this process.
     pub loaded_at: SystemTime,
     pub stats: Arc<CallStats>,
@@ -199,7 +201,7 @@ pub struct CompiledPlugin {
 /// Check the version stamp, then compile (or take from the memory or disk cache).
 pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> Result<CompiledPlugin, PluginError> {
     let pe = engine()?;
-    let sdk_version = version::check(name, bytes)?;
+    let stamps = version::check(name, bytes)?;
     let digest: [u8; 32] = Sha256::digest(bytes).into();
     let hash = hex(&digest);
     let cached = lock(&pe.compiled).get(&digest);
@@ -239,7 +241,8 @@ pub fn compile(name: &str, source: &str, bytes: &[u8], versions: &Versions) -> R
         component,
         hash: hash.into(),
         source: source.into(),
-        sdk_version: sdk_version.map(Into::into),
+        sdk_version: stamps.sdk_version.map(Into::into),
+        observes: stamps.observes,
         loaded_at,
         stats,
     })

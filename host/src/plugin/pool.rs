@@ -103,8 +103,9 @@ impl<B> Pool<B> {
         call: impl FnOnce(&mut Store<HostState>, &B) -> wasmtime::Result<R>,
         recheck: Option<Recheck<'_, B>>,
     ) -> Result<R, PluginError> {
-        let now = crate::health::now_ms();
-        if self.stats.quarantined(now) {
+        // Never quarantined (the usual case): no clock to read.
+        if self.stats.quarantined_until_ms.load(Ordering::Relaxed) != 0 && self.stats.quarantined(crate::health::now_ms())
+        {
             return Err(PluginError::Quarantined { plugin: self.plugin.to_string() });
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);

@@ -91,6 +91,11 @@ impl StrategyPlugin {
         latency_ms: f64,
         state: &wit::BackendState,
     ) -> Result<Option<f64>, PluginError> {
+        // A strategy that learns nothing from outcomes (it says so in its build) is
+        // not called for each of them.
+        if !self.0.compiled.observes {
+            return Ok(None);
+        }
         self.0.call(
             |store, b| b.berry_gateway_strategy().call_observe(store, request, backend, outcome, latency_ms, *state),
             None,

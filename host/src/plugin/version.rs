@@ -11,13 +11,21 @@ use super::PluginError;
 pub const WIT_VERSION: &str = "0.1.0";
 const SECTION: &str = "berry:sdk-version";
 
+/// Written by `export_strategy!`: "0" when the strategy's `observe` may be skipped.
+const OBSERVES_SECTION: &str = "berry:observes";
+
 /// The stamps found in a component (usually one; none for a plugin not built
 /// with the SDK).
 pub fn stamps(bytes: &[u8]) -> Result<Vec<String>, String> {
+    sections(bytes, SECTION)
+}
+
+/// The contents of every custom section `name` in a component.
+fn sections(bytes: &[u8], name: &str) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         match payload.map_err(|e| format!("not a WebAssembly component: {e}"))? {
-            Payload::CustomSection(section) if section.name() == SECTION => {
+            Payload::CustomSection(section) if section.name() == name => {
                 found.push(String::from_utf8_lossy(section.data()).trim().to_string());
             }
             _ => {}
@@ -39,17 +47,26 @@ fn compatible(version: &str) -> bool {
     }
 }
 
-/// Check a plugin's stamp; returns the version it was built for, if stamped.
-pub fn check(plugin: &str, bytes: &[u8]) -> Result<Option<String>, PluginError> {
+/// What a plugin's custom sections say about it, read before compiling.
+pub struct Stamps {
+    /// The WIT version it was built for, if stamped.
+    pub sdk_version: Option<String>,
+    /// Whether its `observe` must be called (`berry:observes`; absent: it must).
+    pub observes: bool,
+}
+
+/// Check a plugin's stamps.
+pub fn check(plugin: &str, bytes: &[u8]) -> Result<Stamps, PluginError> {
     let err = |message: String| PluginError::Load { plugin: plugin.to_string(), message };
-    let found = stamps(bytes).map_err(err)?;
+    let found = sections(bytes, SECTION).map_err(err)?;
     if let Some(bad) = found.iter().find(|v| !compatible(v)) {
         return Err(err(format!(
             "was built with berry-plugin-sdk for WIT berry:gateway@{bad}, but this gateway speaks berry:gateway@{WIT_VERSION}: \
              rebuild the plugin against berry-plugin-sdk {WIT_VERSION}"
         )));
     }
-    Ok(found.into_iter().next())
+    let observes = sections(bytes, OBSERVES_SECTION).map_err(err)?.iter().all(|v| v != "0");
+    Ok(Stamps { sdk_version: found.into_iter().next(), observes })
 }
 
 #[cfg(test)]
@@ -63,6 +80,19 @@ mod tests {
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.1.0"));
         assert!(!compatible("garbage"));
+    }
+
+    #[test]
+    fn stock_strategies_say_whether_they_observe() {
+        let observes = |name: &str| {
+            let bytes = super::super::stock::bytes(name).unwrap_or_default();
+            check(name, bytes).map(|s| s.observes).ok()
+        };
+        assert_eq!(observes("smart_ai"), Some(true), "smart_ai learns from outcomes");
+        for name in ["weighted_random", "round_robin", "least_latency", "failover", "random"] {
+            assert_eq!(observes(name), Some(false), "{name}");
+        }
+        assert_eq!(observes("token_auth"), Some(true), "no section: observe is called");
     }
 
     #[test]

@@ -5,6 +5,9 @@ use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_primary
 struct Random;
 
 impl Strategy for Random {
+    // Ranks from the live state alone: nothing to learn from outcomes.
+    const OBSERVES: bool = false;
+
     fn new(_config: &str) -> Result<Self, String> {
         Ok(Random)
     }

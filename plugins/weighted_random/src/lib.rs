@@ -6,6 +6,9 @@ use berry_plugin_sdk::strategy::{Context, Strategy, weighted_order};
 struct WeightedRandom;
 
 impl Strategy for WeightedRandom {
+    // Ranks from the live state alone: nothing to learn from outcomes.
+    const OBSERVES: bool = false;
+
     fn new(_config: &str) -> Result<Self, String> {
         Ok(WeightedRandom)
     }
