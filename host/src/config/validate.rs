@@ -119,7 +119,7 @@ impl Validator<'_> {
         }
         let auth_config = self.json("auth.config", raw.auth.config);
         let cache_ttl = match raw.auth.cache_seconds {
-            Some(s) if s == 0.0 => Duration::ZERO,
+            Some(0.0) => Duration::ZERO,
             seconds => self.seconds("auth.cache_seconds", seconds, 10.0),
         };
         self.serves_someone(&models, &users, &policy);

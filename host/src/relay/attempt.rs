@@ -59,7 +59,7 @@ pub struct Reply<'a> {
 /// within `total`.
 pub async fn unary(snapshot: &Snapshot, request: Request<Full<Bytes>>, total: Duration, reply: &Reply<'_>) -> Attempt {
     let exchange = async {
-        let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
+        let response = snapshot.client.request(request).await.map_err(classify_transport)?;
         let (parts, body) = response.into_parts();
         let bytes = collect(body, MAX_UPSTREAM_BODY)
             .await
@@ -85,7 +85,7 @@ pub async fn stream(
     reply: &Reply<'_>,
 ) -> Attempt {
     let exchange = async {
-        let response = snapshot.client.inner().request(request).await.map_err(classify_transport)?;
+        let response = snapshot.client.request(request).await.map_err(classify_transport)?;
         let (parts, mut body) = response.into_parts();
         if !parts.status.is_success() {
             let bytes = Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();

@@ -1,18 +1,24 @@
-//! The upstream HTTP client: one pooled client per gateway (kept across reloads),
+//! The upstream HTTP client: pooled clients kept per gateway (across reloads),
 //! HTTP/1.1 keep-alive and HTTP/2 (ALPN), TLS with the Mozilla root set, TCP_NODELAY.
+//!
+//! Two clients share the settings: one for `https://` providers, and a plain one for
+//! `http://` providers (local models, sidecars, the mock), whose connections then
+//! carry no TLS state — a pooled connection, and so a stream in flight, is smaller.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    https: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl UpstreamClient {
@@ -26,17 +32,26 @@ impl UpstreamClient {
             .with_webpki_roots()
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
-        Ok(UpstreamClient { client })
+            .wrap_connector(http.clone());
+        Ok(UpstreamClient { https: builder().build(https), http: builder().build(http) })
     }
 
-    pub fn inner(&self) -> &Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
-        &self.client
+    /// Send `request` on the client its scheme calls for.
+    pub fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            self.http.request(request)
+        } else {
+            self.https.request(request)
+        }
     }
+}
+
+fn builder() -> Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256);
+    builder
 }

@@ -30,7 +30,7 @@ pub struct RequestLine<'a> {
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
     /// The formatted date and time of the last second a line was written in.
-    static SECOND: RefCell<(u64, String)> = RefCell::new((u64::MAX, String::new()));
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 /// Write `line` to the log. `false`: the binary's output is not set up (tests,
