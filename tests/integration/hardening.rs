@@ -497,6 +497,9 @@ async fn aborted_and_malformed_requests_are_logged_and_counted() {
     let mut big_head = TcpStream::connect(&addr).await.expect("connect");
     let head = format!("GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(100_000));
     let big_status = raw_status(&mut big_head, head.as_bytes(), Duration::from_secs(3)).await;
+    let mut long_uri = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!("GET /v1/{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(100_000));
+    let uri_status = raw_status(&mut long_uri, head.as_bytes(), Duration::from_secs(3)).await;
     let mut silent = TcpStream::connect(&addr).await.expect("connect");
     assert!(closed_within(&mut silent, Duration::from_secs(5)).await);
 
@@ -513,10 +516,16 @@ async fn aborted_and_malformed_requests_are_logged_and_counted() {
     assert_eq!(closed["user"], "tester");
     assert!(find(400).is_some(), "malformed request logged (the client saw {garbage_status:?}): {lines:?}");
     assert!(find(431).is_some(), "oversized head logged (the client saw {big_status:?}): {lines:?}");
+    // A URI beyond the 64 KiB head limit is refused as a head too large.
+    assert_eq!(uri_status.as_deref(), Some("HTTP/1.1 431 Request Header Fields Too Large"));
     assert!(find(408).is_some(), "silent connection logged: {lines:?}");
     assert_eq!(metric(&text, "berry_requests_total", "status=\"4xx\""), 1.0, "the 499: {text}");
-    for reason in ["malformed_request", "headers_too_large", "silent"] {
-        assert_eq!(metric(&text, "berry_client_connection_errors_total", &format!("reason=\"{reason}\"")), 1.0, "{text}");
+    for (reason, count) in [("malformed_request", 1.0), ("headers_too_large", 2.0), ("silent", 1.0)] {
+        assert_eq!(
+            metric(&text, "berry_client_connection_errors_total", &format!("reason=\"{reason}\"")),
+            count,
+            "{text}"
+        );
     }
 }
 

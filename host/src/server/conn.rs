@@ -51,10 +51,14 @@ pub async fn serve(
     watcher: Watcher,
     draining: tokio_util::sync::CancellationToken,
 ) {
-    let settings = gateway.snapshot().config.settings.clone();
+    // Only the numbers: the connection lives long, the settings' strings need not.
+    let (header_timeout, write_timeout) = {
+        let snapshot = gateway.snapshot();
+        (snapshot.config.settings.client_header_timeout, snapshot.config.settings.client_write_timeout)
+    };
     let mut stream = stream;
     let detected = tokio::select! {
-        d = tokio::time::timeout(settings.client_header_timeout, detect(&mut stream)) => d,
+        d = tokio::time::timeout(header_timeout, detect(&mut stream)) => d,
         () = draining.cancelled() => return,
     };
     let (protocol, prefix) = match detected {
@@ -63,7 +67,7 @@ pub async fn serve(
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => return report(&gateway, peer, Failure::Silent),
     };
-    let io = TokioIo::new(ClientIo::new(stream, prefix, settings.client_write_timeout));
+    let io = TokioIo::new(ClientIo::new(stream, prefix, write_timeout));
     let gw = gateway.clone();
     // Boxed: hyper keeps room for the service future in every connection for its
     // whole life. The relay future is kilobytes; boxed, an idle keep-alive connection
@@ -75,10 +79,12 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 // Also the idle timeout between two requests on a kept-alive connection.
-                .header_read_timeout(settings.client_header_timeout)
+                .header_read_timeout(header_timeout)
                 .max_header_size(MAX_HEAD_BYTES)
                 .keep_alive(true);
-            watcher.watch(builder.serve_connection(io, service)).await
+            // Boxed, each protocol's connection: the task then holds the one it
+            // serves, not room for the larger of the two.
+            Box::pin(watcher.watch(builder.serve_connection(io, service))).await
         }
         Protocol::Http2 => {
             let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -86,11 +92,11 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 // A peer that stops answering pings (or never spoke after the preface)
                 // is gone: close it instead of keeping its socket forever.
-                .keep_alive_interval(settings.client_header_timeout)
-                .keep_alive_timeout(settings.client_header_timeout)
+                .keep_alive_interval(header_timeout)
+                .keep_alive_timeout(header_timeout)
                 .max_header_list_size(MAX_HEAD_BYTES as u32)
                 .max_concurrent_streams(MAX_H2_STREAMS);
-            watcher.watch(builder.serve_connection(io, service)).await
+            Box::pin(watcher.watch(builder.serve_connection(io, service))).await
         }
     };
     if let Err(e) = result {
@@ -131,7 +137,7 @@ enum Failure {
     HeaderTimeout,
     /// Not HTTP, or malformed HTTP.
     Malformed,
-    UriTooLong,
+    /// The request head (line and headers) is over `MAX_HEAD_BYTES`.
     HeadersTooLarge,
     /// Went away in the middle of sending a request.
     ClosedEarly,
@@ -145,11 +151,11 @@ impl Failure {
         if e.is_timeout() {
             Some(Failure::HeaderTimeout)
         } else if e.is_parse_too_large() {
+            // Headers, or a URI, beyond the head limit (which is below hyper's own URI
+            // limit, so a long URI ends here too).
             Some(Failure::HeadersTooLarge)
         } else if e.is_parse() {
-            // hyper names the URI case only in its message.
-            let uri = e.to_string().contains("URI");
-            Some(if uri { Failure::UriTooLong } else { Failure::Malformed })
+            Some(Failure::Malformed)
         } else if io_kind == Some(io::ErrorKind::TimedOut) {
             Some(Failure::WriteStalled)
         } else if e.is_incomplete_message() {
@@ -164,7 +170,6 @@ impl Failure {
         match self {
             Failure::Silent | Failure::HeaderTimeout => 408,
             Failure::Malformed => 400,
-            Failure::UriTooLong => 414,
             Failure::HeadersTooLarge => 431,
             Failure::ClosedEarly | Failure::WriteStalled => 499,
         }
@@ -175,7 +180,6 @@ impl Failure {
             Failure::Silent => "silent",
             Failure::HeaderTimeout => "header_timeout",
             Failure::Malformed => "malformed_request",
-            Failure::UriTooLong => "uri_too_long",
             Failure::HeadersTooLarge => "headers_too_large",
             Failure::ClosedEarly => "closed_early",
             Failure::WriteStalled => "write_stalled",
@@ -238,13 +242,22 @@ impl ClientIo {
 impl AsyncRead for ClientIo {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        // The rest of what has arrived comes in the same read: hyper then gets the
+        // whole request head at once instead of growing its buffer for a few bytes.
+        if this.prefix.is_empty() && buf.remaining() > 0 {
+            let before = buf.filled().len();
+            match Pin::new(&mut this.stream).poll_read(cx, buf) {
+                Poll::Ready(Err(e)) if buf.filled().len() == before => return Poll::Ready(Err(e)),
+                _ => {}
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -119,12 +119,18 @@ impl RequestLog {
     /// written when the stream ends; this one writes nothing. Counting stays here.
     pub fn hand_off(&mut self) -> RequestLog {
         self.emitted = true;
+        // The URI and a client-chosen request id are slices of the connection's read
+        // buffer: a stream keeps its line for its whole life, so it keeps copies, not
+        // the buffer.
+        let request_id = HeaderValue::from_bytes(self.request_id.as_bytes()).unwrap_or_else(|_| self.request_id.clone());
+        let uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(self.uri.path().as_bytes()))
+            .unwrap_or_else(|_| self.uri.clone());
         RequestLog {
             started: self.started,
-            request_id: self.request_id.clone(),
+            request_id,
             client: self.client,
             method: self.method.clone(),
-            uri: self.uri.clone(),
+            uri,
             principal: self.principal.clone(),
             model: self.model.clone(),
             route: self.route.clone(),
