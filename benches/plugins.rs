@@ -87,7 +87,9 @@ fn auth_calls(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("auth_authorize");
     group.bench_function("token_auth", |b| {
-        b.iter(|| black_box(berry::server::auth::authenticate(&snapshot, black_box(&headers), "smart_ai-8").expect("auth")))
+        b.iter(|| {
+            black_box(berry::server::auth::authenticate(&snapshot, black_box(&headers), "smart_ai-8").expect("auth"))
+        })
     });
     // The same caller again, with the principal cache on (the default).
     let cached = common::config_toml().replace("cache_seconds = 0", "cache_seconds = 10");

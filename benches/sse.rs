@@ -37,7 +37,8 @@ fn sse(c: &mut Criterion) {
         group.throughput(Throughput::Elements(frames.len() as u64));
         group.bench_with_input(BenchmarkId::new("chunks", chunks), &frames, |b, frames| {
             b.to_async(&rt).iter(|| async {
-                let frames: Vec<_> = frames.iter().map(|f| Ok::<_, Infallible>(http_body::Frame::data(f.clone()))).collect();
+                let frames: Vec<_> =
+                    frames.iter().map(|f| Ok::<_, Infallible>(http_body::Frame::data(f.clone()))).collect();
                 let upstream = StreamBody::new(futures_util::stream::iter(frames));
                 let finish = Finish::new(
                     route.clone(),

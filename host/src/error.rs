@@ -238,9 +238,13 @@ impl GatewayError {
     pub fn into_response_as(self, dialect: crate::adapter::Dialect) -> Response<BerryBody> {
         let body = match dialect {
             crate::adapter::Dialect::OpenAi => self.json_body(),
-            dialect => {
-                Bytes::from(crate::adapter::error_body(dialect, self.status.as_u16(), self.kind, self.code, &self.message))
-            }
+            dialect => Bytes::from(crate::adapter::error_body(
+                dialect,
+                self.status.as_u16(),
+                self.kind,
+                self.code,
+                &self.message,
+            )),
         };
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status;

@@ -322,8 +322,7 @@ macro_rules! export_strategy {
         #[unsafe(link_section = "berry:observes")]
         #[used]
         #[doc(hidden)]
-        static __BERRY_OBSERVES: [u8; 1] =
-            [if <$ty as $crate::strategy::Strategy>::OBSERVES { b'1' } else { b'0' }];
+        static __BERRY_OBSERVES: [u8; 1] = [if <$ty as $crate::strategy::Strategy>::OBSERVES { b'1' } else { b'0' }];
 
         impl $crate::bindings::strategy::exports::berry::gateway::strategy::Guest for __BerryStrategyExport {
             fn configure(

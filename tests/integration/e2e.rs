@@ -39,9 +39,12 @@ fn python_with_sdks() -> PathBuf {
 }
 
 async fn mock_named(name: &str) -> MockServer {
-    MockServer::start("127.0.0.1:0", MockSettings { name: name.into(), chunks: 4, split_bytes: 7, ..Default::default() })
-        .await
-        .expect("mock")
+    MockServer::start(
+        "127.0.0.1:0",
+        MockSettings { name: name.into(), chunks: 4, split_bytes: 7, ..Default::default() },
+    )
+    .await
+    .expect("mock")
 }
 
 fn run(python: PathBuf, script: &str, env: Vec<(&'static str, String)>) -> std::process::Output {
@@ -51,7 +54,8 @@ fn run(python: PathBuf, script: &str, env: Vec<(&'static str, String)>) -> std::
 
 #[tokio::test]
 async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
-    let (up, oa, an, ge) = (mock_named("up").await, mock_named("oa").await, mock_named("an").await, mock_named("ge").await);
+    let (up, oa, an, ge) =
+        (mock_named("up").await, mock_named("oa").await, mock_named("an").await, mock_named("ge").await);
     let mut toml = config("weighted_random", &[("up", &up)], &[], "");
     for (name, mock, kind) in [("oa", &oa, "openai"), ("an", &an, "anthropic"), ("ge", &ge, "gemini")] {
         toml.push_str(&format!(
@@ -63,7 +67,9 @@ async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
     for name in ["oa", "an", "ge"] {
         toml.push_str(&format!("[[models.mixed.backends]]\nprovider = \"{name}\"\nmodel = \"up-model\"\n"));
     }
-    toml.push_str("[models.claude]\nname = \"claude\"\n[[models.claude.backends]]\nprovider = \"an\"\nmodel = \"up-model\"\n");
+    toml.push_str(
+        "[models.claude]\nname = \"claude\"\n[[models.claude.backends]]\nprovider = \"an\"\nmodel = \"up-model\"\n",
+    );
     let gw = TestGateway::start(&toml).await;
     let python = tokio::task::spawn_blocking(python_with_sdks).await.expect("join");
 

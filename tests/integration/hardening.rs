@@ -123,8 +123,8 @@ async fn a_policy_failing_on_one_callers_input_keeps_serving_everyone_else() {
 #[tokio::test]
 async fn silent_and_idle_connections_are_closed() {
     let up = mock("up").await;
-    let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "client_header_timeout_seconds = 1"))
-        .await;
+    let gw =
+        TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "client_header_timeout_seconds = 1")).await;
     let mut silent = connect(&gw).await;
     let mut preface_only = connect(&gw).await;
     preface_only.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
@@ -219,7 +219,10 @@ async fn an_emptied_or_half_written_config_file_is_not_applied() {
         let url = gw.url("/metrics");
         async move {
             let text = String::from_utf8_lossy(&send(Method::GET, &url, None, None).await.body).to_string();
-            (metric(&text, "berry_reloads_total", "result=\"ok\""), metric(&text, "berry_reloads_total", "result=\"rejected\""))
+            (
+                metric(&text, "berry_reloads_total", "result=\"ok\""),
+                metric(&text, "berry_reloads_total", "result=\"rejected\""),
+            )
         }
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -231,7 +234,9 @@ async fn an_emptied_or_half_written_config_file_is_not_applied() {
     assert_eq!(reloads(&gw).await, (0.0, 1.0), "the empty file was seen and rejected");
 
     // A save caught half-way: the first part of a new config, the rest 150 ms later.
-    let new = format!("{good}\n[models.extra]\nname = \"extra\"\n[[models.extra.backends]]\nprovider = \"up\"\nmodel = \"up-model\"\n");
+    let new = format!(
+        "{good}\n[models.extra]\nname = \"extra\"\n[[models.extra.backends]]\nprovider = \"up\"\nmodel = \"up-model\"\n"
+    );
     let cut = new.find("[models.m]").expect("models");
     std::fs::write(&path, &new[..cut]).expect("write first part");
     tokio::time::sleep(Duration::from_millis(150)).await;
@@ -388,7 +393,8 @@ async fn scripted_upstream(frames: Vec<Result<Bytes, ()>>, forever: Option<Bytes
                         Ok::<_, Infallible>(response)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });
@@ -546,7 +552,8 @@ async fn upstream_rate_limits_cool_backends_and_come_back_as_429() {
     for _ in 0..5 {
         let reply = gw.chat(TOKEN, &chat_body("m")).await;
         reply.assert_error(429, "upstream_rate_limited");
-        let retry: u64 = reply.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
+        let retry: u64 =
+            reply.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).expect("Retry-After");
         assert_eq!(retry, 3, "the shortest Retry-After seen");
     }
     let health = gw.get("/health", None).await.json();
@@ -561,8 +568,8 @@ async fn upstream_rate_limits_cool_backends_and_come_back_as_429() {
 async fn a_rate_limited_backend_is_skipped_while_it_cools() {
     let (a, b) = (mock("a").await, mock("b").await);
     set(&a, MockUpdate { fail: Some(FailMode::Status(429)), retry_after_ms: Some(5000), ..Default::default() });
-    let gw = TestGateway::start(&config("failover", &[("a", &a), ("b", &b)], &["priority = 1", "priority = 2"], ""))
-        .await;
+    let gw =
+        TestGateway::start(&config("failover", &[("a", &a), ("b", &b)], &["priority = 1", "priority = 2"], "")).await;
     assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.answered_by(), "b");
     assert_eq!(a.state.chat.load(Ordering::Relaxed), 1);
     for _ in 0..5 {

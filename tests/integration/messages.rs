@@ -95,13 +95,21 @@ async fn messages_pass_through_natively_to_an_anthropic_backend() {
     assert_eq!(ev.last().map(|(n, _)| n.as_str()), Some("message_stop"), "{text}");
     assert!(text_of(&ev).ends_with("You said: hello claude"), "{text}");
 
-    let count = post(&gw, "/v1/messages/count_tokens", TOKEN, &json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] })).await;
+    let count = post(
+        &gw,
+        "/v1/messages/count_tokens",
+        TOKEN,
+        &json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] }),
+    )
+    .await;
     assert_eq!(count.status, 200);
     assert!(count.json()["input_tokens"].as_u64().is_some());
 }
 
 async fn check_translated(backend_type: &str) {
-    let up = mock_with(berry::mock::MockSettings { name: "up".into(), split_bytes: 5, chunks: 4, ..Default::default() }).await;
+    let up =
+        mock_with(berry::mock::MockSettings { name: "up".into(), split_bytes: 5, chunks: 4, ..Default::default() })
+            .await;
     let gw = TestGateway::start(&one_backend(&up, backend_type)).await;
 
     let reply = post(&gw, "/v1/messages", TOKEN, &message(false)).await;
@@ -130,10 +138,8 @@ async fn check_translated(backend_type: &str) {
     let ev = events(&text);
     let start = ev.iter().find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use");
     assert_eq!(start.map(|(_, d)| d["content_block"]["name"].clone()), Some(json!("search")), "{text}");
-    let input: String = ev
-        .iter()
-        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(str::to_string))
-        .collect();
+    let input: String =
+        ev.iter().filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(str::to_string)).collect();
     assert_eq!(serde_json::from_str::<Value>(&input).ok(), Some(json!({ "query": "hello claude" })), "{text}");
     assert_eq!(ev[ev.len() - 2].1["delta"]["stop_reason"], "tool_use");
 
@@ -181,7 +187,11 @@ async fn messages_errors_are_anthropic_shaped() {
     let mut unknown = message(false);
     unknown["model"] = json!("nope");
     anthropic_error(&post(&gw, "/v1/messages", TOKEN, &unknown).await, 404, "not_found_error");
-    anthropic_error(&post(&gw, "/v1/messages", "berry-restricted-token", &message(false)).await, 403, "permission_error");
+    anthropic_error(
+        &post(&gw, "/v1/messages", "berry-restricted-token", &message(false)).await,
+        403,
+        "permission_error",
+    );
     // The provider's own 400, put into Anthropic's shape.
     set(&up, MockUpdate { fail: Some(FailMode::Status(400)), ..Default::default() });
     anthropic_error(&post(&gw, "/v1/messages", TOKEN, &message(false)).await, 400, "invalid_request_error");

@@ -479,7 +479,8 @@ async fn admitted_callers_are_remembered_until_the_config_changes() {
     gw.chat(TOKEN, &chat_body("m")).await.assert_error(401, "user_disabled");
 
     // With the cache off, every request asks the policy.
-    let off = TestGateway::start(&(config("weighted_random", &[("up", &up)], &[], "") + "[auth]\ncache_seconds = 0\n")).await;
+    let off =
+        TestGateway::start(&(config("weighted_random", &[("up", &up)], &[], "") + "[auth]\ncache_seconds = 0\n")).await;
     for _ in 0..3 {
         assert_eq!(off.chat(TOKEN, &chat_body("m")).await.status, 200);
     }

@@ -80,15 +80,26 @@ async fn check_adapter(kind: &str) {
     let gw = TestGateway::start(&typed_config(&[("p", &up, kind)], "weighted_random", "")).await;
 
     // Non-streaming.
-    let reply = gw.chat(TOKEN, &json!({ "model": "m", "max_tokens": 30, "messages": [
-        { "role": "system", "content": "Be brief." }, { "role": "user", "content": "hello there" }] })).await;
+    let reply = gw
+        .chat(
+            TOKEN,
+            &json!({ "model": "m", "max_tokens": 30, "messages": [
+        { "role": "system", "content": "Be brief." }, { "role": "user", "content": "hello there" }] }),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{kind}: {}", String::from_utf8_lossy(&reply.body));
     let v = reply.json();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert!(v["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.ends_with("You said: hello there")), "{v}");
+    assert!(
+        v["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.ends_with("You said: hello there")),
+        "{v}"
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
-    assert!(v["usage"]["prompt_tokens"].as_u64() > Some(0) && v["usage"]["completion_tokens"].as_u64() > Some(0), "{v}");
+    assert!(
+        v["usage"]["prompt_tokens"].as_u64() > Some(0) && v["usage"]["completion_tokens"].as_u64() > Some(0),
+        "{v}"
+    );
     let sent = up.state.last_request().expect("the provider was called");
     let body: Value = serde_json::from_slice(&sent.body).expect("JSON");
     match kind {
@@ -132,9 +143,16 @@ async fn check_adapter(kind: &str) {
     let call = &reply["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls", "{reply}");
     assert_eq!(call["function"]["name"], "search");
-    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().expect("args")).ok(), Some(json!({ "query": "find cats" })));
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().expect("args")).ok(),
+        Some(json!({ "query": "find cats" }))
+    );
     let text = stream(&gw.url("/v1/chat/completions"), TOKEN, &tools_body(true)).await.text();
-    assert_eq!(serde_json::from_str::<Value>(&streamed_arguments(&text)).ok(), Some(json!({ "query": "find cats" })), "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&streamed_arguments(&text)).ok(),
+        Some(json!({ "query": "find cats" })),
+        "{text}"
+    );
     assert!(chunks(&text).iter().any(|c| c["choices"][0]["finish_reason"] == "tool_calls"), "{text}");
     assert_eq!(chunks(&text)[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "search", "{text}");
 
@@ -233,7 +251,9 @@ async fn one_model_serves_from_openai_anthropic_and_gemini_backends() {
         } else {
             let reply = gw.chat(TOKEN, &body).await;
             assert_eq!(reply.status, 200);
-            assert!(reply.json()["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.ends_with("You said: hi")));
+            assert!(
+                reply.json()["choices"][0]["message"]["content"].as_str().is_some_and(|t| t.ends_with("You said: hi"))
+            );
         }
     }
     use std::sync::atomic::Ordering::Relaxed;
@@ -258,7 +278,10 @@ async fn the_responses_api_and_a_single_model_pass_through() {
     assert!(text.contains("event: response.completed"), "{text}");
     // Usage from the Responses stream counts in the token metrics.
     let metrics = String::from_utf8_lossy(&gw.get("/metrics", None).await.body).to_string();
-    assert!(metrics.lines().any(|l| l.starts_with("berry_tokens_total") && l.contains("kind=\"completion\"")), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("berry_tokens_total") && l.contains("kind=\"completion\"")),
+        "{metrics}"
+    );
 
     let one = gw.get("/v1/models/m", Some(TOKEN)).await;
     assert_eq!(one.status, 200);

@@ -46,7 +46,11 @@ impl Adapter for Azure {
     fn native(&self, endpoint: Endpoint) -> bool {
         matches!(
             endpoint,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Models
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Responses
+                | Endpoint::Models
         )
     }
 }

@@ -122,7 +122,12 @@ impl ChunkWriter {
     /// More of tool call `index`'s arguments (JSON text, in pieces).
     pub fn tool_args(&mut self, out: &mut Vec<u8>, index: u32, arguments: &str) {
         self.role(out);
-        let call = ToolDelta { index, id: None, kind: None, function: FunctionDelta { name: None, arguments: Some(arguments) } };
+        let call = ToolDelta {
+            index,
+            id: None,
+            kind: None,
+            function: FunctionDelta { name: None, arguments: Some(arguments) },
+        };
         self.write(out, Delta { tool_calls: Some([call]), ..Delta::default() }, None, None);
     }
 

@@ -15,7 +15,11 @@ impl Adapter for OpenAi {
     fn native(&self, endpoint: Endpoint) -> bool {
         matches!(
             endpoint,
-            Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings | Endpoint::Responses | Endpoint::Models
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Responses
+                | Endpoint::Models
         )
     }
 }

@@ -362,7 +362,9 @@ impl Validator<'_> {
             other => {
                 self.error(
                     &format!("{p}.backend_type"),
-                    format!("must be \"openai\", \"azure\", \"anthropic\" (or \"claude\") or \"gemini\", got {other:?}"),
+                    format!(
+                        "must be \"openai\", \"azure\", \"anthropic\" (or \"claude\") or \"gemini\", got {other:?}"
+                    ),
                 );
                 BackendType::OpenAi
             }

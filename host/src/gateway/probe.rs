@@ -114,9 +114,9 @@ async fn run(snapshot: &Snapshot, probe: Probing<'_>, timeout: Duration) {
         Err(_) => Outcome::Failure(ErrorClass::Timeout),
         Ok(Err((class, _))) => Outcome::Failure(class),
         Ok(Ok((status, _))) if status.is_success() => Outcome::Success,
-        Ok(Ok((status, body))) => Outcome::Failure(
-            first.provider.adapter.classify(status.as_u16(), &body).unwrap_or(ErrorClass::Server),
-        ),
+        Ok(Ok((status, body))) => {
+            Outcome::Failure(first.provider.adapter.classify(status.as_u16(), &body).unwrap_or(ErrorClass::Server))
+        }
     };
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     for backend in &probe.backends {

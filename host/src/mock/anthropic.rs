@@ -19,7 +19,13 @@ pub fn count_tokens(request: &Value) -> Response<MockBody> {
     json_response(StatusCode::OK, &json!({ "input_tokens": n }))
 }
 
-pub fn answer(request: &Value, model: &str, settings: &MockSettings, stream: bool, break_mid_stream: bool) -> Response<MockBody> {
+pub fn answer(
+    request: &Value,
+    model: &str,
+    settings: &MockSettings,
+    stream: bool,
+    break_mid_stream: bool,
+) -> Response<MockBody> {
     let reply = reply_text(request);
     let input_tokens = request.get("messages").map_or(0, |m| words(&m.to_string()));
     let output_tokens = words(&reply);

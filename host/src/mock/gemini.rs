@@ -22,7 +22,13 @@ pub fn error(status: StatusCode, message: &str) -> Response<MockBody> {
     json_response(status, &json!({ "error": { "code": status.as_u16(), "message": message, "status": code } }))
 }
 
-pub fn answer(request: &Value, model: &str, settings: &MockSettings, stream: bool, break_mid_stream: bool) -> Response<MockBody> {
+pub fn answer(
+    request: &Value,
+    model: &str,
+    settings: &MockSettings,
+    stream: bool,
+    break_mid_stream: bool,
+) -> Response<MockBody> {
     let reply = reply_text(request);
     let prompt = request.get("contents").map_or(0, |c| words(&c.to_string()));
     let usage = json!({ "promptTokenCount": prompt, "candidatesTokenCount": words(&reply),

@@ -8,7 +8,13 @@ use serde_json::{Value, json};
 use super::responses::{MockBody, json_response, now_s, reply_text, split_even, sse_response, words};
 use super::settings::MockSettings;
 
-pub fn answer(request: &Value, model: &str, settings: &MockSettings, stream: bool, break_mid_stream: bool) -> Response<MockBody> {
+pub fn answer(
+    request: &Value,
+    model: &str,
+    settings: &MockSettings,
+    stream: bool,
+    break_mid_stream: bool,
+) -> Response<MockBody> {
     let reply = reply_text(request);
     let input_tokens = request.get("input").map_or(0, |i| words(&i.to_string()));
     let usage = json!({ "input_tokens": input_tokens, "output_tokens": words(&reply),
@@ -51,6 +57,9 @@ pub fn answer(request: &Value, model: &str, settings: &MockSettings, stream: boo
         json!({ "item_id": "msg_mock_1", "output_index": 0, "content_index": 0, "text": reply }),
     );
     event("response.output_item.done", json!({ "output_index": 0, "item": message(&reply, "completed") }));
-    event("response.completed", json!({ "response": response("completed", json!([message(&reply, "completed")]), usage) }));
+    event(
+        "response.completed",
+        json!({ "response": response("completed", json!([message(&reply, "completed")]), usage) }),
+    );
     sse_response(frames, settings, break_mid_stream)
 }

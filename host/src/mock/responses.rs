@@ -45,7 +45,10 @@ pub enum Api {
     Messages,
     CountTokens,
     /// Gemini's `models/{model}:generateContent` (or `:streamGenerateContent`).
-    Gemini { model: String, stream: bool },
+    Gemini {
+        model: String,
+        stream: bool,
+    },
 }
 
 impl Api {
@@ -128,7 +131,9 @@ pub fn last_user_text(request: &Value) -> String {
             .iter()
             .filter_map(|p| {
                 p.get("text")
-                    .or_else(|| p.get("content").filter(|_| p.get("type").and_then(Value::as_str) == Some("tool_result")))
+                    .or_else(|| {
+                        p.get("content").filter(|_| p.get("type").and_then(Value::as_str) == Some("tool_result"))
+                    })
                     .or_else(|| p.pointer("/functionResponse/response/content"))
                     .and_then(Value::as_str)
             })
@@ -155,9 +160,9 @@ pub fn answers_a_tool(request: &Value) -> bool {
             });
     }
     let last = request.get("contents").and_then(Value::as_array).and_then(|c| c.last());
-    last.and_then(|c| c.get("parts")).and_then(Value::as_array).is_some_and(|parts| {
-        parts.iter().any(|p| p.get("functionResponse").is_some())
-    })
+    last.and_then(|c| c.get("parts"))
+        .and_then(Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()))
 }
 
 /// The tool call the mock makes, if the request offers tools: (name, arguments).
@@ -290,7 +295,10 @@ fn stream_chat(request: &Value, model: &str, settings: &MockSettings, break_mid_
                 Value::Null,
             ));
             for piece in [head, tail] {
-                events.push(chunk(json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }), Value::Null));
+                events.push(chunk(
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": piece } }] }),
+                    Value::Null,
+                ));
             }
             events.push(chunk(json!({}), json!("tool_calls")));
         }

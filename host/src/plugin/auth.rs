@@ -154,7 +154,8 @@ impl AuthPlugin {
             let neutral = wit::AuthRequest { token: String::new(), model: String::new(), headers: Vec::new() };
             b.berry_gateway_auth().call_authorize(store, &neutral).map(drop)
         };
-        let answer = self.loaded.call(|store, b| b.berry_gateway_auth().call_authorize(store, &request), Some(&recheck))?;
+        let answer =
+            self.loaded.call(|store, b| b.berry_gateway_auth().call_authorize(store, &request), Some(&recheck))?;
         Ok(answer.map(|principal| {
             let principal = Arc::new(principal);
             if caching {

@@ -104,7 +104,8 @@ impl<B> Pool<B> {
         recheck: Option<Recheck<'_, B>>,
     ) -> Result<R, PluginError> {
         // Never quarantined (the usual case): no clock to read.
-        if self.stats.quarantined_until_ms.load(Ordering::Relaxed) != 0 && self.stats.quarantined(crate::health::now_ms())
+        if self.stats.quarantined_until_ms.load(Ordering::Relaxed) != 0
+            && self.stats.quarantined(crate::health::now_ms())
         {
             return Err(PluginError::Quarantined { plugin: self.plugin.to_string() });
         }
@@ -149,11 +150,7 @@ impl<B> Pool<B> {
     }
 
     /// Whether the plugin answers neutral input on a fresh instance (kept if so).
-    fn recheck(
-        &self,
-        make: &dyn Fn() -> Result<Warm<B>, PluginError>,
-        check: Recheck<'_, B>,
-    ) -> bool {
+    fn recheck(&self, make: &dyn Fn() -> Result<Warm<B>, PluginError>, check: Recheck<'_, B>) -> bool {
         let Ok(mut fresh) = make() else { return false };
         arm(&mut fresh.store, &self.limits);
         let passed = check(&mut fresh.store, &fresh.bindings).is_ok();
@@ -220,9 +217,8 @@ pub fn describe(e: &wasmtime::Error, state: &HostState) -> String {
         // A panic's own machinery (abort, the panic hook, `panic_fmt`) says nothing
         // the panic message did not: start at the frame that panicked.
         let panicking = state.last_panic.is_some();
-        let machinery = |name: &String| {
-            ["abort", "std::", "core::panicking", "__rustc::"].iter().any(|p| name.starts_with(p))
-        };
+        let machinery =
+            |name: &String| ["abort", "std::", "core::panicking", "__rustc::"].iter().any(|p| name.starts_with(p));
         for (i, name) in names.skip_while(|n| panicking && machinery(n)).enumerate().take(MAX_FRAMES) {
             text.push_str(&format!("\n  {i:>2}: {name}"));
         }

@@ -28,7 +28,8 @@ impl HostState {
     pub fn rng(&mut self) -> &mut fastrand::Rng {
         let plugin = &self.plugin;
         self.rng.get_or_insert_with(|| {
-            let seed = plugin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            let seed =
+                plugin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
             fastrand::Rng::with_seed(seed)
         })
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
@@ -243,7 +243,7 @@ fn relay_headers(upstream: &HeaderMap, to: &mut HeaderMap) {
     }
     let request_id = ["x-request-id", "request-id", "x-goog-request-id"].iter().find_map(|n| upstream.get(*n));
     if let Some(id) = request_id {
-        to.insert("x-upstream-request-id", id.clone());
+        to.insert(HeaderName::from_static("x-upstream-request-id"), id.clone());
     }
 }
 

@@ -80,7 +80,9 @@ impl RequestBody {
                 _ => {}
             }
         }
-        let Some((model, model_span)) = model.map(|(name, span): (String, _)| (std::sync::Arc::<str>::from(name), span)) else {
+        let Some((model, model_span)) =
+            model.map(|(name, span): (String, _)| (std::sync::Arc::<str>::from(name), span))
+        else {
             return Err(
                 GatewayError::bad_request("missing_model", "Request body must include 'model'.").with_param("model")
             );

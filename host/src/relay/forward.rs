@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 
 use super::Endpoint;
@@ -204,7 +204,7 @@ impl<'a> Walk<'a> {
             && self.endpoint.dialect() == crate::adapter::Dialect::Anthropic
             && let Some(beta) = self.headers.get("anthropic-beta")
         {
-            upstream.headers_mut().insert("anthropic-beta", beta.clone());
+            upstream.headers_mut().insert(HeaderName::from_static("anthropic-beta"), beta.clone());
         }
         if backend.provider.spec.forward_organization_headers {
             for name in ORGANIZATION_HEADERS {
@@ -353,5 +353,5 @@ fn with_json_headers(request: &mut Request<Full<Bytes>>, request_id: &HeaderValu
         header::ACCEPT,
         HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }),
     );
-    headers.insert("x-request-id", request_id.clone());
+    headers.insert(crate::server::X_REQUEST_ID, request_id.clone());
 }

@@ -9,9 +9,9 @@ pub mod plan;
 pub mod stream;
 pub mod usage;
 
+pub(crate) use attempt::classify_transport;
 pub use body::RequestBody;
 pub use client::UpstreamClient;
-pub(crate) use attempt::classify_transport;
 pub use forward::{ForwardRequest, forward};
 
 /// The APIs Berry routes. The OpenAI ones are relayed to the same path under an

@@ -68,7 +68,13 @@ impl Plan {
 
     /// A successful non-streaming answer, in the client's format. `client_model` is
     /// the model name the client asked for.
-    pub fn answer(&self, bytes: Bytes, adapter: &dyn Adapter, model: &str, client_model: &str) -> Result<Bytes, String> {
+    pub fn answer(
+        &self,
+        bytes: Bytes,
+        adapter: &dyn Adapter,
+        model: &str,
+        client_model: &str,
+    ) -> Result<Bytes, String> {
         if self.is_native() {
             return Ok(bytes);
         }
@@ -94,7 +100,9 @@ impl Plan {
             (true, false) => Some(adapter.chat_stream(model, include_usage)),
             (false, true) => Some(Box::new(FromChat::new(client_model))),
             // Anthropic's closing event carries the token counts: ask the first leg for them.
-            (true, true) => Some(Box::new(Chain::new(adapter.chat_stream(model, true), Box::new(FromChat::new(client_model))))),
+            (true, true) => {
+                Some(Box::new(Chain::new(adapter.chat_stream(model, true), Box::new(FromChat::new(client_model)))))
+            }
         }
     }
 

@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 
-
 /// Where usage sits in every format Berry relays: OpenAI's `usage` (chat, and
 /// `input_tokens`/`output_tokens` in the Responses API, where a stream nests it in
 /// `response`), Anthropic's `usage` (in its stream's first event, under `message`),
@@ -138,7 +137,8 @@ mod tests {
     fn reads_the_usage_of_every_format() {
         let mut anthropic = SseUsage::default();
         anthropic.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\n");
-        anthropic.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":30}}\n\n");
+        anthropic
+            .feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":30}}\n\n");
         assert_eq!(anthropic.found, Some(Usage { prompt_tokens: 11, completion_tokens: 30 }));
         let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":9}}"#;
         assert_eq!(of_json(gemini), Some(Usage { prompt_tokens: 4, completion_tokens: 9 }));

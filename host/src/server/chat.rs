@@ -99,10 +99,10 @@ pub async fn relay(
 
 /// OpenAI's `x-ratelimit-*` request headers.
 fn rate_limit_headers(headers: &mut http::HeaderMap, d: &crate::ratelimit::Decision) {
-    headers.insert("x-ratelimit-limit-requests", http::HeaderValue::from(d.limit));
-    headers.insert("x-ratelimit-remaining-requests", http::HeaderValue::from(d.remaining));
+    headers.insert(http::HeaderName::from_static("x-ratelimit-limit-requests"), http::HeaderValue::from(d.limit));
+    headers
+        .insert(http::HeaderName::from_static("x-ratelimit-remaining-requests"), http::HeaderValue::from(d.remaining));
     if let Ok(v) = http::HeaderValue::try_from(format!("{:.3}s", d.reset.as_secs_f64())) {
-        headers.insert("x-ratelimit-reset-requests", v);
+        headers.insert(http::HeaderName::from_static("x-ratelimit-reset-requests"), v);
     }
 }
-

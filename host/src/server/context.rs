@@ -122,7 +122,8 @@ impl RequestLog {
         // The URI and a client-chosen request id are slices of the connection's read
         // buffer: a stream keeps its line for its whole life, so it keeps copies, not
         // the buffer.
-        let request_id = HeaderValue::from_bytes(self.request_id.as_bytes()).unwrap_or_else(|_| self.request_id.clone());
+        let request_id =
+            HeaderValue::from_bytes(self.request_id.as_bytes()).unwrap_or_else(|_| self.request_id.clone());
         let uri = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(self.uri.path().as_bytes()))
             .unwrap_or_else(|_| self.uri.clone());
         RequestLog {

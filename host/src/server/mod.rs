@@ -24,6 +24,10 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::gateway::Gateway;
 
+/// The request id header, as a constant name (a custom name given as text would be
+/// parsed and allocated on every use).
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// How a server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
+use super::X_REQUEST_ID;
 use super::body::BerryBody;
 use super::context::{RequestLog, request_id};
 use super::{admin, chat, info, plugins, scrape, status};
@@ -23,13 +24,8 @@ pub async fn handle(
     let id = request_id(request.headers());
     let snapshot = gateway.snapshot();
     let dialect = endpoint_of(request.uri().path()).map_or(Dialect::OpenAi, Endpoint::dialect);
-    let mut log = RequestLog::new(
-        id.clone(),
-        client,
-        request.method().clone(),
-        request.uri().clone(),
-        snapshot.metrics.clone(),
-    );
+    let mut log =
+        RequestLog::new(id.clone(), client, request.method().clone(), request.uri().clone(), snapshot.metrics.clone());
     let result = if request.uri().path().starts_with("/admin/") {
         plugins::handle(&gateway, request).await
     } else {
@@ -39,7 +35,7 @@ pub async fn handle(
         log.error = Some(e.code);
         e.into_response_as(dialect)
     });
-    response.headers_mut().insert("x-request-id", id);
+    response.headers_mut().insert(X_REQUEST_ID, id);
     log.count(response.status().as_u16());
     // A stream took its own line (written when it ends); this writes nothing then.
     log.emit(response.status().as_u16());

@@ -44,7 +44,11 @@ pub fn request_line(line: &RequestLine<'_>) -> bool {
         let mut out = buffer.borrow_mut();
         out.clear();
         timestamp(&mut out);
-        if output.json { json(line, &mut out) } else { text(line, &mut out) }
+        if output.json {
+            json(line, &mut out)
+        } else {
+            text(line, &mut out)
+        }
         output.sink.write_line(&out);
     });
     true
@@ -202,7 +206,10 @@ mod tests {
         let mut out = Vec::new();
         text(&line(), &mut out);
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.starts_with("  INFO berry::request: request_id=\"req_1\" client=127.0.0.1:4242 method=POST"), "{text}");
+        assert!(
+            text.starts_with("  INFO berry::request: request_id=\"req_1\" client=127.0.0.1:4242 method=POST"),
+            "{text}"
+        );
         assert!(text.contains(" user=\"ali\\\"ce\" ") && text.ends_with(" error=\"-\"\n"), "{text}");
     }
 }

@@ -102,10 +102,9 @@ pub fn from_chat(chat: &Value, model: &str, stream: bool) -> Result<Value, Strin
         Some(Value::String(s)) if s == "required" => Some(json!({ "type": "any" })),
         Some(Value::String(s)) if s == "none" => Some(json!({ "type": "none" })),
         Some(Value::String(s)) if s == "auto" => Some(json!({ "type": "auto" })),
-        Some(Value::Object(o)) => o
-            .get("function")
-            .and_then(|f| f.get("name"))
-            .map(|name| json!({ "type": "tool", "name": name })),
+        Some(Value::Object(o)) => {
+            o.get("function").and_then(|f| f.get("name")).map(|name| json!({ "type": "tool", "name": name }))
+        }
         _ => None,
     };
     if parallel == Some(false) && body.contains_key("tools") {
@@ -206,7 +205,10 @@ mod tests {
         let m = out["messages"].as_array().expect("messages");
         assert_eq!(m.len(), 3, "tool result and the next user text merge into one user turn: {m:?}");
         assert_eq!(m[0]["content"][1]["source"]["media_type"], "image/png");
-        assert_eq!(m[1]["content"][0], json!({ "type": "tool_use", "id": "call_1", "name": "look", "input": { "q": 1 } }));
+        assert_eq!(
+            m[1]["content"][0],
+            json!({ "type": "tool_use", "id": "call_1", "name": "look", "input": { "q": 1 } })
+        );
         assert_eq!(m[2]["content"][0]["type"], "tool_result");
         assert_eq!(m[2]["content"][1], json!({ "type": "text", "text": "thanks" }));
     }

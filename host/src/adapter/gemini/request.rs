@@ -213,11 +213,23 @@ mod tests {
         let out = from_chat(&chat).expect("translates");
         assert_eq!(out["systemInstruction"]["parts"][0]["text"], "Be brief.");
         assert_eq!(out["contents"][1]["role"], "model");
-        assert_eq!(out["contents"][1]["parts"][0]["functionCall"], json!({ "name": "weather", "args": { "city": "Oslo" } }));
-        assert_eq!(out["contents"][2]["parts"][0]["functionResponse"], json!({ "name": "weather", "response": { "temp": 3 } }));
-        assert_eq!(out["generationConfig"], json!({ "temperature": 0.5, "maxOutputTokens": 20, "stopSequences": ["x"] }));
+        assert_eq!(
+            out["contents"][1]["parts"][0]["functionCall"],
+            json!({ "name": "weather", "args": { "city": "Oslo" } })
+        );
+        assert_eq!(
+            out["contents"][2]["parts"][0]["functionResponse"],
+            json!({ "name": "weather", "response": { "temp": 3 } })
+        );
+        assert_eq!(
+            out["generationConfig"],
+            json!({ "temperature": 0.5, "maxOutputTokens": 20, "stopSequences": ["x"] })
+        );
         let parameters = &out["tools"][0]["functionDeclarations"][0]["parameters"];
         assert!(parameters.get("additionalProperties").is_none(), "{parameters}");
-        assert_eq!(out["toolConfig"]["functionCallingConfig"], json!({ "mode": "ANY", "allowedFunctionNames": ["weather"] }));
+        assert_eq!(
+            out["toolConfig"]["functionCallingConfig"],
+            json!({ "mode": "ANY", "allowedFunctionNames": ["weather"] })
+        );
     }
 }

@@ -33,7 +33,10 @@ pub fn to_chat(answer: &Value, model: &str) -> Value {
             text.push_str(t);
         }
         if let Some(call) = part.get("functionCall") {
-            let id = call.get("id").and_then(Value::as_str).map_or_else(|| format!("call_{}", tool_calls.len()), str::to_string);
+            let id = call
+                .get("id")
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("call_{}", tool_calls.len()), str::to_string);
             tool_calls.push(json!({
                 "id": id,
                 "type": "function",
@@ -45,9 +48,10 @@ pub fn to_chat(answer: &Value, model: &str) -> Value {
         }
     }
     // A prompt blocked outright comes back with no candidate at all.
-    let reason = candidate.get("finishReason").and_then(Value::as_str).unwrap_or_else(|| {
-        if answer.pointer("/promptFeedback/blockReason").is_some() { "SAFETY" } else { "STOP" }
-    });
+    let reason = candidate
+        .get("finishReason")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| if answer.pointer("/promptFeedback/blockReason").is_some() { "SAFETY" } else { "STOP" });
     let finish = finish_reason(reason, !tool_calls.is_empty());
     let mut message = json!({ "role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) } });
     if !tool_calls.is_empty() {

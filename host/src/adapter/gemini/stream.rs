@@ -50,7 +50,10 @@ impl StreamTranslator for ToChat {
         self.sse.finish(|_, data| state.event(data, out))?;
         // Gemini has no end-of-stream event: a finish reason is what says it is over.
         let Some(finish) = state.finish else {
-            return Err(StreamFault { class: ErrorClass::Network, message: "the stream ended without a finishReason".into() });
+            return Err(StreamFault {
+                class: ErrorClass::Network,
+                message: "the stream ended without a finishReason".into(),
+            });
         };
         state.writer.finish(out, finish);
         if state.include_usage {

@@ -86,7 +86,9 @@ fn user(blocks: &[Value], messages: &mut Vec<Value>) -> Result<(), String> {
     let mut parts = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
         match block.get("type").and_then(Value::as_str) {
-            Some("text") => parts.push(json!({ "type": "text", "text": block.get("text").cloned().unwrap_or(Value::Null) })),
+            Some("text") => {
+                parts.push(json!({ "type": "text", "text": block.get("text").cloned().unwrap_or(Value::Null) }))
+            }
             Some("image") => {
                 let source = block.get("source").unwrap_or(&Value::Null);
                 let url = match source.get("type").and_then(Value::as_str) {
@@ -135,7 +137,8 @@ fn assistant(blocks: &[Value]) -> Value {
             _ => {} // thinking blocks: nothing to say in OpenAI's terms
         }
     }
-    let mut message = json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) } });
+    let mut message =
+        json!({ "role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) } });
     if !calls.is_empty() {
         message["tool_calls"] = Value::Array(calls);
     }

@@ -183,7 +183,11 @@ impl State {
                     self.open_block(out, Open::Text, json!({ "type": "text", "text": "" }));
                 }
                 let delta = DeltaBody { kind: "text_delta", text: Some(&text), partial_json: None };
-                write(out, "content_block_delta", &BlockDelta { kind: "content_block_delta", index: self.blocks - 1, delta });
+                write(
+                    out,
+                    "content_block_delta",
+                    &BlockDelta { kind: "content_block_delta", index: self.blocks - 1, delta },
+                );
             }
             for call in choice.delta.tool_calls.into_iter().flatten() {
                 let function = call.function.as_ref();
@@ -197,7 +201,11 @@ impl State {
                     && self.open == Open::Tool(call.index)
                 {
                     let delta = DeltaBody { kind: "input_json_delta", text: None, partial_json: Some(json) };
-                    write(out, "content_block_delta", &BlockDelta { kind: "content_block_delta", index: self.blocks - 1, delta });
+                    write(
+                        out,
+                        "content_block_delta",
+                        &BlockDelta { kind: "content_block_delta", index: self.blocks - 1, delta },
+                    );
                 }
             }
             if let Some(finish) = choice.finish_reason {
@@ -224,7 +232,11 @@ impl State {
 
     fn open_block(&mut self, out: &mut Vec<u8>, open: Open, block: serde_json::Value) {
         self.close_block(out);
-        write(out, "content_block_start", &json!({ "type": "content_block_start", "index": self.blocks, "content_block": block }));
+        write(
+            out,
+            "content_block_start",
+            &json!({ "type": "content_block_start", "index": self.blocks, "content_block": block }),
+        );
         self.blocks += 1;
         self.open = open;
     }
