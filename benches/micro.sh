@@ -15,7 +15,7 @@ for arg in "$@"; do
     *) echo "usage: benches/micro.sh [--write] [--table]" >&2; exit 2 ;;
   esac
 done
-[ "$run" = 1 ] && cargo bench -q -p berry -- --warm-up-time 1 --measurement-time 3 >&2
+[ "$run" = 1 ] && cargo bench -q -p berry --bench plugins --bench snapshot --bench sse -- --warm-up-time 1 --measurement-time 3 >&2
 mkdir -p target/bench
 python3 - "$write" <<'PY'
 import json, pathlib, subprocess, sys
