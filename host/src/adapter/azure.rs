@@ -11,7 +11,7 @@
 use http::{HeaderName, HeaderValue};
 
 use super::Adapter;
-use super::openai::path_segment;
+use super::openai::{OpenAi, path_segment};
 use crate::config::Provider;
 use crate::relay::Endpoint;
 
@@ -43,14 +43,8 @@ impl Adapter for Azure {
         Ok((HeaderName::from_static("api-key"), value))
     }
 
+    /// Azure serves OpenAI's own endpoints.
     fn native(&self, endpoint: Endpoint) -> bool {
-        matches!(
-            endpoint,
-            Endpoint::ChatCompletions
-                | Endpoint::Completions
-                | Endpoint::Embeddings
-                | Endpoint::Responses
-                | Endpoint::Models
-        )
+        OpenAi.native(endpoint)
     }
 }

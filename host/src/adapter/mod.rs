@@ -13,6 +13,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod chunk;
+mod content;
 pub mod gemini;
 pub mod inbound;
 pub mod openai;

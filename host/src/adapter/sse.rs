@@ -2,7 +2,7 @@
 //! place, whole events out. Memory is bounded: an event larger than [`MAX_EVENT`] is
 //! a fault, not a reason to grow without end.
 
-use super::StreamFault;
+use super::{StreamFault, StreamTranslator};
 use crate::health::ErrorClass;
 
 /// Largest event a translator accepts (a tool call's arguments arrive in many small
@@ -105,6 +105,42 @@ impl SseParser {
         line.clear();
         self.line = line;
         Ok(())
+    }
+}
+
+/// The per-event half of a translator whose input is server-sent events: what each
+/// event's data becomes, and what the end of the input means.
+pub trait SseEvents: Send {
+    /// Translate one event's data into `out`.
+    fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault>;
+    /// The input ended and every event was delivered: append what closes the output,
+    /// or say why the stream ended too soon.
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault>;
+}
+
+/// A stream translator: the SSE parser cutting the input into events, and the
+/// provider-specific [`SseEvents`] translating each.
+pub struct SseTranslator<E> {
+    sse: SseParser,
+    events: E,
+}
+
+impl<E: SseEvents> SseTranslator<E> {
+    pub fn over(events: E) -> Self {
+        SseTranslator { sse: SseParser::default(), events }
+    }
+}
+
+impl<E: SseEvents> StreamTranslator for SseTranslator<E> {
+    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
+        let events = &mut self.events;
+        self.sse.feed(chunk, |_, data| events.event(data, out))
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
+        let events = &mut self.events;
+        self.sse.finish(|_, data| events.event(data, out))?;
+        events.end(out)
     }
 }
 

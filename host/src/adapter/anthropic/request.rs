@@ -8,6 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::adapter::content::{PartShape, push_turn, user_parts};
 use crate::adapter::text_of;
 
 /// `max_tokens` when the request sets none.
@@ -22,7 +23,9 @@ pub fn from_chat(chat: &Value, model: &str, stream: bool) -> Result<Value, Strin
         let content = m.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => system.push(text_of(content)),
-            "user" => push(&mut turns, "user", user_blocks(content).map_err(|e| format!("messages[{i}].{e}"))?),
+            "user" => {
+                push_turn(&mut turns, "user", user_parts(content, &PARTS).map_err(|e| format!("messages[{i}].{e}"))?)
+            }
             "assistant" => {
                 let mut blocks = Vec::new();
                 let text = text_of(content);
@@ -32,12 +35,12 @@ pub fn from_chat(chat: &Value, model: &str, stream: bool) -> Result<Value, Strin
                 for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
                     blocks.push(tool_use(call).map_err(|e| format!("messages[{i}].tool_calls: {e}"))?);
                 }
-                push(&mut turns, "assistant", blocks);
+                push_turn(&mut turns, "assistant", blocks);
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
                 let result = json!({ "type": "tool_result", "tool_use_id": id, "content": text_of(content) });
-                push(&mut turns, "user", vec![result]);
+                push_turn(&mut turns, "user", vec![result]);
             }
             other => return Err(format!("messages[{i}].role: {other:?} is not supported")),
         }
@@ -119,47 +122,12 @@ pub fn from_chat(chat: &Value, model: &str, stream: bool) -> Result<Value, Strin
     Ok(Value::Object(body))
 }
 
-/// Append a turn, merging it into the previous one of the same role.
-fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, blocks: Vec<Value>) {
-    match turns.last_mut() {
-        Some((last, existing)) if *last == role => existing.extend(blocks),
-        _ => turns.push((role, blocks)),
-    }
-}
-
-fn user_blocks(content: &Value) -> Result<Vec<Value>, String> {
-    match content {
-        Value::String(s) if s.is_empty() => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![json!({ "type": "text", "text": s })]),
-        Value::Array(parts) => parts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, part)| match part.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-                    (!text.is_empty()).then(|| Ok(json!({ "type": "text", "text": text })))
-                }
-                Some("image_url") => {
-                    let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or_default();
-                    Some(Ok(image(url)))
-                }
-                other => Some(Err(format!("content[{i}].type: {other:?} is not supported by this provider"))),
-            })
-            .collect(),
-        Value::Null => Ok(Vec::new()),
-        _ => Err("content: must be a string or a list of parts".into()),
-    }
-}
-
-/// An image block from an OpenAI image URL (a `data:` URL or a web address).
-fn image(url: &str) -> Value {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((media, data)) = rest.split_once(";base64,")
-    {
-        return json!({ "type": "image", "source": { "type": "base64", "media_type": media, "data": data } });
-    }
-    json!({ "type": "image", "source": { "type": "url", "url": url } })
-}
+/// How Anthropic writes text and images.
+const PARTS: PartShape = PartShape {
+    text: |text| json!({ "type": "text", "text": text }),
+    inline_image: |media, data| json!({ "type": "image", "source": { "type": "base64", "media_type": media, "data": data } }),
+    linked_image: |url| json!({ "type": "image", "source": { "type": "url", "url": url } }),
+};
 
 fn tool_use(call: &Value) -> Result<Value, String> {
     let id = call.get("id").and_then(Value::as_str).ok_or("a tool call has no id")?;

@@ -11,17 +11,16 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::response::finish_reason;
+use crate::adapter::StreamFault;
 use crate::adapter::chunk::{ChunkWriter, Usage};
-use crate::adapter::sse::SseParser;
-use crate::adapter::{StreamFault, StreamTranslator};
+use crate::adapter::sse::{SseEvents, SseTranslator};
 use crate::health::ErrorClass;
 
-pub struct ToChat {
-    sse: SseParser,
-    state: State,
-}
+/// The translator: an SSE parser feeding [`State`].
+pub type ToChat = SseTranslator<State>;
 
-struct State {
+/// What the translation has seen so far.
+pub struct State {
     writer: ChunkWriter,
     include_usage: bool,
     /// Tool call index (OpenAI's) of each content block index (Anthropic's).
@@ -109,40 +108,20 @@ struct ErrorBody<'a> {
 
 impl ToChat {
     pub fn new(model: &str, include_usage: bool) -> Self {
-        ToChat {
-            sse: SseParser::default(),
-            state: State {
-                writer: ChunkWriter::new("chatcmpl-anthropic".into(), model.to_string()),
-                include_usage,
-                tool_of_block: Vec::new(),
-                tools: 0,
-                finish: "stop",
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                done: false,
-            },
-        }
+        SseTranslator::over(State {
+            writer: ChunkWriter::new("chatcmpl-anthropic".into(), model.to_string()),
+            include_usage,
+            tool_of_block: Vec::new(),
+            tools: 0,
+            finish: "stop",
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            done: false,
+        })
     }
 }
 
-impl StreamTranslator for ToChat {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.feed(chunk, |_, data| state.event(data, out))
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.finish(|_, data| state.event(data, out))?;
-        if state.done {
-            Ok(())
-        } else {
-            Err(StreamFault { class: ErrorClass::Network, message: "the stream ended before message_stop".into() })
-        }
-    }
-}
-
-impl State {
+impl SseEvents for State {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
         let event: Event = serde_json::from_slice(data).map_err(|e| StreamFault {
             class: ErrorClass::Server,
@@ -227,6 +206,16 @@ impl State {
         Ok(())
     }
 
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFault> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(StreamFault { class: ErrorClass::Network, message: "the stream ended before message_stop".into() })
+        }
+    }
+}
+
+impl State {
     fn count(&mut self, usage: &TokenCounts) {
         if let Some(p) = usage.prompt() {
             self.prompt_tokens = self.prompt_tokens.max(p);
@@ -240,6 +229,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::StreamTranslator;
 
     const STREAM: &str = concat!(
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n",

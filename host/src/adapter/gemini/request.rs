@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::adapter::content::{PartShape, push_turn, user_parts};
 use crate::adapter::text_of;
 
 /// JSON Schema keys Gemini's function declarations reject.
@@ -26,7 +27,9 @@ pub fn from_chat(chat: &Value) -> Result<Value, String> {
         let content = m.get("content").unwrap_or(&Value::Null);
         match role {
             "system" | "developer" => system.push(text_of(content)),
-            "user" => push(&mut turns, "user", user_parts(content).map_err(|e| format!("messages[{i}].{e}"))?),
+            "user" => {
+                push_turn(&mut turns, "user", user_parts(content, &PARTS).map_err(|e| format!("messages[{i}].{e}"))?)
+            }
             "assistant" => {
                 let mut parts = Vec::new();
                 let text = text_of(content);
@@ -42,7 +45,7 @@ pub fn from_chat(chat: &Value) -> Result<Value, String> {
                     let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                     parts.push(json!({ "functionCall": { "name": name, "args": args } }));
                 }
-                push(&mut turns, "model", parts);
+                push_turn(&mut turns, "model", parts);
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or_default();
@@ -53,7 +56,11 @@ pub fn from_chat(chat: &Value) -> Result<Value, String> {
                     Ok(v @ Value::Object(_)) => v,
                     _ => json!({ "content": text }),
                 };
-                push(&mut turns, "user", vec![json!({ "functionResponse": { "name": name, "response": response } })]);
+                push_turn(
+                    &mut turns,
+                    "user",
+                    vec![json!({ "functionResponse": { "name": name, "response": response } })],
+                );
             }
             other => return Err(format!("messages[{i}].role: {other:?} is not supported")),
         }
@@ -131,51 +138,20 @@ pub fn from_chat(chat: &Value) -> Result<Value, String> {
     Ok(Value::Object(body))
 }
 
-fn push(turns: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, parts: Vec<Value>) {
-    match turns.last_mut() {
-        Some((last, existing)) if *last == role => existing.extend(parts),
-        _ => turns.push((role, parts)),
-    }
-}
-
-fn user_parts(content: &Value) -> Result<Vec<Value>, String> {
-    match content {
-        Value::String(s) if s.is_empty() => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![json!({ "text": s })]),
-        Value::Array(parts) => parts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, part)| match part.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    let text = part.get("text").and_then(Value::as_str).unwrap_or_default();
-                    (!text.is_empty()).then(|| Ok(json!({ "text": text })))
-                }
-                Some("image_url") => {
-                    let url = part.pointer("/image_url/url").and_then(Value::as_str).unwrap_or_default();
-                    Some(Ok(image(url)))
-                }
-                other => Some(Err(format!("content[{i}].type: {other:?} is not supported by this provider"))),
-            })
-            .collect(),
-        Value::Null => Ok(Vec::new()),
-        _ => Err("content: must be a string or a list of parts".into()),
-    }
-}
-
-fn image(url: &str) -> Value {
-    if let Some(rest) = url.strip_prefix("data:")
-        && let Some((media, data)) = rest.split_once(";base64,")
-    {
-        return json!({ "inlineData": { "mimeType": media, "data": data } });
-    }
-    let mime = match url.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => "image/png",
-        Some("webp") => "image/webp",
-        Some("gif") => "image/gif",
-        _ => "image/jpeg",
-    };
-    json!({ "fileData": { "mimeType": mime, "fileUri": url } })
-}
+/// How Gemini writes text and images (a linked image's type guessed from its name).
+const PARTS: PartShape = PartShape {
+    text: |text| json!({ "text": text }),
+    inline_image: |media, data| json!({ "inlineData": { "mimeType": media, "data": data } }),
+    linked_image: |url| {
+        let mime = match url.rsplit('.').next().map(str::to_ascii_lowercase).as_deref() {
+            Some("png") => "image/png",
+            Some("webp") => "image/webp",
+            Some("gif") => "image/gif",
+            _ => "image/jpeg",
+        };
+        json!({ "fileData": { "mimeType": mime, "fileUri": url } })
+    },
+};
 
 /// A JSON Schema without the keys Gemini rejects, at every depth.
 fn clean_schema(schema: &Value) -> Value {

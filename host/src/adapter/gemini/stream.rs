@@ -6,17 +6,16 @@
 use serde_json::Value;
 
 use super::response::{finish_reason, tokens};
+use crate::adapter::StreamFault;
 use crate::adapter::chunk::{ChunkWriter, Usage};
-use crate::adapter::sse::SseParser;
-use crate::adapter::{StreamFault, StreamTranslator};
+use crate::adapter::sse::{SseEvents, SseTranslator};
 use crate::health::ErrorClass;
 
-pub struct ToChat {
-    sse: SseParser,
-    state: State,
-}
+/// The translator: an SSE parser feeding [`State`].
+pub type ToChat = SseTranslator<State>;
 
-struct State {
+/// What the translation has seen so far.
+pub struct State {
     writer: ChunkWriter,
     include_usage: bool,
     tools: u32,
@@ -26,45 +25,17 @@ struct State {
 
 impl ToChat {
     pub fn new(model: &str, include_usage: bool) -> Self {
-        ToChat {
-            sse: SseParser::default(),
-            state: State {
-                writer: ChunkWriter::new("chatcmpl-gemini".into(), model.to_string()),
-                include_usage,
-                tools: 0,
-                finish: None,
-                usage: (0, 0),
-            },
-        }
+        SseTranslator::over(State {
+            writer: ChunkWriter::new("chatcmpl-gemini".into(), model.to_string()),
+            include_usage,
+            tools: 0,
+            finish: None,
+            usage: (0, 0),
+        })
     }
 }
 
-impl StreamTranslator for ToChat {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.feed(chunk, |_, data| state.event(data, out))
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.finish(|_, data| state.event(data, out))?;
-        // Gemini has no end-of-stream event: a finish reason is what says it is over.
-        let Some(finish) = state.finish else {
-            return Err(StreamFault {
-                class: ErrorClass::Network,
-                message: "the stream ended without a finishReason".into(),
-            });
-        };
-        state.writer.finish(out, finish);
-        if state.include_usage {
-            state.writer.usage(out, Usage::new(state.usage.0, state.usage.1));
-        }
-        ChunkWriter::done(out);
-        Ok(())
-    }
-}
-
-impl State {
+impl SseEvents for State {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
         let answer: Value = serde_json::from_slice(data).map_err(|e| StreamFault {
             class: ErrorClass::Server,
@@ -112,11 +83,28 @@ impl State {
         }
         Ok(())
     }
+
+    fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
+        // Gemini has no end-of-stream event: a finish reason is what says it is over.
+        let Some(finish) = self.finish else {
+            return Err(StreamFault {
+                class: ErrorClass::Network,
+                message: "the stream ended without a finishReason".into(),
+            });
+        };
+        self.writer.finish(out, finish);
+        if self.include_usage {
+            self.writer.usage(out, Usage::new(self.usage.0, self.usage.1));
+        }
+        ChunkWriter::done(out);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::StreamTranslator;
 
     #[test]
     fn chunks_come_out_whole_whatever_the_cuts() {

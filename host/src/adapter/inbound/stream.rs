@@ -12,14 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::stop_reason;
-use crate::adapter::sse::SseParser;
-use crate::adapter::{StreamFault, StreamTranslator};
+use crate::adapter::StreamFault;
+use crate::adapter::sse::{SseEvents, SseTranslator};
 use crate::health::ErrorClass;
 
-pub struct FromChat {
-    sse: SseParser,
-    state: State,
-}
+/// The translator: an SSE parser feeding [`State`].
+pub type FromChat = SseTranslator<State>;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Open {
@@ -29,7 +27,8 @@ enum Open {
     Tool(u32),
 }
 
-struct State {
+/// What the translation has seen so far.
+pub struct State {
     model: String,
     started: bool,
     open: Open,
@@ -113,36 +112,16 @@ struct DeltaBody<'a> {
 impl FromChat {
     /// `model` is the name the client asked for, reported back in `message_start`.
     pub fn new(model: &str) -> Self {
-        FromChat {
-            sse: SseParser::default(),
-            state: State {
-                model: model.to_string(),
-                started: false,
-                open: Open::Nothing,
-                blocks: 0,
-                stop_reason: "end_turn",
-                input_tokens: 0,
-                output_tokens: 0,
-                done: false,
-            },
-        }
-    }
-}
-
-impl StreamTranslator for FromChat {
-    fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.feed(chunk, |_, data| state.event(data, out))
-    }
-
-    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        let state = &mut self.state;
-        self.sse.finish(|_, data| state.event(data, out))?;
-        if state.done {
-            Ok(())
-        } else {
-            Err(StreamFault { class: ErrorClass::Network, message: "the stream ended before [DONE]".into() })
-        }
+        SseTranslator::over(State {
+            model: model.to_string(),
+            started: false,
+            open: Open::Nothing,
+            blocks: 0,
+            stop_reason: "end_turn",
+            input_tokens: 0,
+            output_tokens: 0,
+            done: false,
+        })
     }
 }
 
@@ -155,7 +134,7 @@ fn write(out: &mut Vec<u8>, event: &str, data: &impl Serialize) {
     out.extend_from_slice(b"\n\n");
 }
 
-impl State {
+impl SseEvents for State {
     fn event(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamFault> {
         if self.done {
             return Ok(());
@@ -215,6 +194,16 @@ impl State {
         Ok(())
     }
 
+    fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFault> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(StreamFault { class: ErrorClass::Network, message: "the stream ended before [DONE]".into() })
+        }
+    }
+}
+
+impl State {
     fn start(&mut self, out: &mut Vec<u8>, id: &str) {
         if std::mem::replace(&mut self.started, true) {
             return;
@@ -265,6 +254,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapter::StreamTranslator;
 
     #[test]
     fn chunks_become_anthropic_events() {
