@@ -251,15 +251,4 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 } > "$out/table.md"
 cat "$out/table.md"
 
-if [ "$write" = 1 ]; then
-  python3 - "$out/table.md" <<'EOF'
-import re, sys
-table = open(sys.argv[1]).read()
-doc = open("BENCHMARKS.md").read()
-start, end = "<!-- load-table:start -->", "<!-- load-table:end -->"
-head, rest = doc.split(start, 1)
-_, tail = rest.split(end, 1)
-open("BENCHMARKS.md", "w").write(f"{head}{start}\n{table}{end}{tail}")
-EOF
-  echo "BENCHMARKS.md updated" >&2
-fi
+if [ "$write" = 1 ]; then python3 benches/put_table.py load-table "$out/table.md"; fi

@@ -17,8 +17,8 @@ for arg in "$@"; do
 done
 [ "$run" = 1 ] && cargo bench -q -p berry --bench plugins --bench snapshot --bench sse -- --warm-up-time 1 --measurement-time 3 >&2
 mkdir -p target/bench
-python3 - "$write" <<'PY'
-import json, pathlib, subprocess, sys
+python3 - <<'PY'
+import json, pathlib, subprocess
 root = pathlib.Path("target/criterion")
 rows = {}
 for est in sorted(root.glob("**/new/estimates.json")):
@@ -49,10 +49,5 @@ for name, ns in rows.items():
 table = "\n".join(out) + "\n"
 pathlib.Path("target/bench/micro.md").write_text(table)
 print(table)
-if sys.argv[1] == "1":
-    doc = pathlib.Path("BENCHMARKS.md").read_text()
-    start, end = "<!-- micro-table:start -->", "<!-- micro-table:end -->"
-    head, rest = doc.split(start, 1)
-    _, tail = rest.split(end, 1)
-    pathlib.Path("BENCHMARKS.md").write_text(f"{head}{start}\n{table}{end}{tail}")
 PY
+if [ "$write" = 1 ]; then python3 benches/put_table.py micro-table target/bench/micro.md; fi

@@ -166,15 +166,4 @@ flat=$(python3 -c "print('✅' if $hi <= 1.10 * $lo else '❌')")
 } > "$out/soak.md"
 cat "$out/soak.md"
 
-if [ "$write" = 1 ]; then
-  python3 - "$out/soak.md" <<'EOF'
-import sys
-table = open(sys.argv[1]).read()
-doc = open("BENCHMARKS.md").read()
-start, end = "<!-- soak-table:start -->", "<!-- soak-table:end -->"
-head, rest = doc.split(start, 1)
-_, tail = rest.split(end, 1)
-open("BENCHMARKS.md", "w").write(f"{head}{start}\n{table}{end}{tail}")
-EOF
-  echo "BENCHMARKS.md updated" >&2
-fi
+if [ "$write" = 1 ]; then python3 benches/put_table.py soak-table "$out/soak.md"; fi
