@@ -62,6 +62,7 @@ fn sse(c: &mut Criterion) {
                     idle_timeout: Duration::from_secs(30),
                     closing: tokio_util::sync::CancellationToken::new(),
                     dialect: berry::adapter::Dialect::OpenAi,
+                    h2_write_timeout: None,
                 };
                 let mut body = relay_stream(upstream, finish, relay);
                 let mut bytes = 0;

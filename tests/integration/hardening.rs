@@ -458,6 +458,44 @@ async fn a_client_that_stops_reading_releases_its_upstream() {
     drop(client);
 }
 
+/// The same over HTTP/2: a client that grants no flow-control window stalls no
+/// socket write (hyper just stops taking the stream's body), so it is the stream's
+/// own delivery that must time out.
+#[tokio::test]
+async fn an_h2_client_that_grants_no_window_releases_its_upstream() {
+    let event = Bytes::from(format!("data: {{\"pad\":\"{}\"}}\n\n", "z".repeat(16 * 1024)));
+    let (url, upstream_dropped) = scripted_upstream(vec![], Some(event)).await;
+    let gw = TestGateway::start(&scripted_config(&url, "client_write_timeout_seconds = 1")).await;
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(4096)
+        .handshake::<_, Bytes>(connect(&gw).await)
+        .await
+        .expect("h2 handshake");
+    // The connection keeps answering pings: only the stream is stalled.
+    tokio::spawn(connection);
+    let request = http::Request::post("http://x/v1/chat/completions")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request");
+    let (response, mut send) = h2.send_request(request, false).expect("send");
+    let body = json!({ "model": "m", "stream": true, "messages": [] }).to_string();
+    send.send_data(Bytes::from(body), true).expect("body");
+    let response = response.await.expect("response");
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body();
+    let _ = stream.data().await.expect("the stream starts");
+    // ...and the client never releases capacity, so the window stays shut.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !upstream_dropped.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the upstream stream is still held by an h2 client that grants no window");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = gw.get("/health", None).await.json();
+    assert_eq!(health["models"][0]["backends"][0]["in_flight"], 0, "{health}");
+    drop(stream);
+}
+
 // === 8. duplicate top-level keys ===
 
 #[tokio::test]

@@ -89,6 +89,38 @@ async fn sse_is_passed_through_byte_for_byte() {
     assert_eq!(shape(&text), shape(&direct));
 }
 
+/// An HTTP/2 (h2c) client's stream is relayed by a task of its own (so that a
+/// client withholding flow-control window can be timed out); what it gets is the
+/// same stream an HTTP/1 client gets.
+#[tokio::test]
+async fn an_http2_client_gets_the_same_stream() {
+    let up =
+        mock_with(berry::mock::MockSettings { name: "up".into(), sse_ids: true, chunks: 40, ..Default::default() })
+            .await;
+    let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let over_h1 = stream(&gw.url("/v1/chat/completions"), TOKEN, &body).await.text();
+
+    let tcp = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://")).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = Request::post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let over_h2 = response.into_body().collect().await.expect("the whole stream").to_bytes();
+    let over_h2 = String::from_utf8(over_h2.to_vec()).expect("utf-8");
+    assert!(over_h2.ends_with("data: [DONE]\n\n"), "{over_h2}");
+    let shape = |s: &str| s.lines().map(|l| l.split(':').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+    assert_eq!(shape(&over_h2), shape(&over_h1));
+}
+
 /// A one-off upstream whose stream sends a first chunk, then waits until the test
 /// says the client has received it before sending the rest. A buffering gateway
 /// would deadlock here (and the test would time out and fail).

@@ -61,6 +61,8 @@ pub struct ForwardRequest<'a> {
     pub log: &'a mut RequestLog,
     /// The client's headers (a few are forwarded to providers that opt in).
     pub headers: &'a HeaderMap,
+    /// Whether the client speaks HTTP/2 (its streams need their own stall guard).
+    pub client_http2: bool,
 }
 
 /// The walk down the ranked list: what has been tried, and what the failures said.
@@ -82,6 +84,7 @@ struct Walk<'a> {
     /// The budget ran out before the list did.
     out_of_time: bool,
     headers: &'a HeaderMap,
+    client_http2: bool,
     /// A backend was passed over because it cannot serve this endpoint.
     unsupported: bool,
     /// Why the request could not be put into a backend's format, if it could not.
@@ -136,6 +139,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         rate_limited: None,
         out_of_time: false,
         headers: req.headers,
+        client_http2: req.client_http2,
         unsupported: false,
         untranslatable: None,
     };
@@ -260,6 +264,7 @@ impl<'a> Walk<'a> {
                     idle_timeout: settings.first_byte_timeout,
                     closing: snapshot.closing.clone(),
                     dialect: self.endpoint.dialect(),
+                    h2_write_timeout: self.client_http2.then_some(settings.client_write_timeout),
                 };
                 let body = relay_stream(rest, finish, relay);
                 Some(attempt::stream_response(&parts, target.plan.is_native(), body))

@@ -122,6 +122,9 @@ pub struct Relay {
     /// Cancelled when the gateway's drain timeout has passed.
     pub closing: tokio_util::sync::CancellationToken,
     pub dialect: Dialect,
+    /// For an HTTP/2 client: how long a frame may wait for the client to take it
+    /// (see [`pumped`]). HTTP/1 clients are covered by the socket's write guard.
+    pub h2_write_timeout: Option<Duration>,
 }
 
 /// Relay `upstream` to the client. Generic over the body so benches can feed it
@@ -131,7 +134,7 @@ where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    RelayStream {
+    let stream = RelayStream {
         first: relay.first,
         upstream,
         finish: Some(finish),
@@ -143,8 +146,53 @@ where
         translator: relay.translator,
         dialect: relay.dialect,
         usage: relay.usage,
+    };
+    match relay.h2_write_timeout {
+        None => stream.boxed_unsync(),
+        Some(limit) => pumped(stream, limit),
     }
-    .boxed_unsync()
+}
+
+/// The relay of an HTTP/2 client's stream, run in a task of its own.
+///
+/// While an HTTP/2 client grants a stream no flow-control window, hyper stops
+/// polling that stream's body and no socket write stalls, so nothing on the body's
+/// path would ever notice: the upstream would be held for as long as the client
+/// likes. Here the relay hands its frames over one at a time; when the client has
+/// not taken one for `limit`, the relay ends, which releases the upstream.
+fn pumped<B>(mut stream: RelayStream<B>, limit: Duration) -> BerryBody
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (frames, taken) = tokio::sync::mpsc::channel::<Bytes>(1);
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = stream.frame().await {
+            let Ok(data) = frame.into_data() else { continue };
+            match tokio::time::timeout(limit, frames.send(data)).await {
+                Ok(Ok(())) => {}
+                // The client is gone: dropping the relay records that.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    stream.stalled();
+                    return;
+                }
+            }
+        }
+    });
+    Pumped(taken).boxed_unsync()
+}
+
+/// The client's side of [`pumped`].
+struct Pumped(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for Pumped {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|data| data.map(|d| Ok(Frame::data(d))))
+    }
 }
 
 /// An SSE error event in the client's API; its clients raise it as an API error.
@@ -250,6 +298,14 @@ impl<B> RelayStream<B> {
         let at_boundary = self.events.at_boundary();
         let event = error_event(self.dialect, message, "upstream_error", "stream_interrupted", at_boundary);
         Poll::Ready(Some(Ok(Frame::data(event))))
+    }
+
+    /// The client stopped taking the stream: it ends, and the backend is not blamed.
+    fn stalled(&mut self) {
+        self.done = true;
+        if let Some(finish) = self.finish.take() {
+            finish.abandon("write_stalled");
+        }
     }
 
     /// The gateway is shutting down and its drain time is over.

@@ -89,6 +89,7 @@ pub async fn relay(
         pin,
         log,
         headers: &parts.headers,
+        client_http2: parts.version == http::Version::HTTP_2,
     })
     .await?;
     if let Some(d) = &decision {
