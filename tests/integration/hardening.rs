@@ -42,7 +42,9 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 /// Send raw bytes and read the answer's status line.
 async fn raw_status(stream: &mut TcpStream, request: &[u8], limit: Duration) -> Option<String> {
-    stream.write_all(request).await.ok()?;
+    // A request the server refuses part-way may fail to write in full (the server
+    // answered and closed first): its answer is still there to read.
+    let _ = stream.write_all(request).await;
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(limit, stream.read(&mut buf)).await.ok()?.ok()?;
     String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
