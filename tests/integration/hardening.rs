@@ -450,14 +450,20 @@ async fn a_client_that_stops_reading_releases_its_upstream() {
     let mut first = [0u8; 64];
     let _ = client.read(&mut first).await.expect("the stream starts");
     // ...and the client reads nothing more, keeping its socket open.
+    upstream_released(&gw, &upstream_dropped, "a client that stopped reading").await;
+    drop(client);
+}
+
+/// Wait (30 s at most) until the scripted upstream's stream is dropped, then check
+/// the backend holds nothing in flight.
+async fn upstream_released(gw: &TestGateway, upstream_dropped: &AtomicBool, client: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !upstream_dropped.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream stream is still held by a client that stopped reading");
+        assert!(Instant::now() < deadline, "the upstream stream is still held by {client}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let health = gw.get("/health", None).await.json();
     assert_eq!(health["models"][0]["backends"][0]["in_flight"], 0, "{health}");
-    drop(client);
 }
 
 /// The same over HTTP/2: a client that grants no flow-control window stalls no
@@ -488,13 +494,7 @@ async fn an_h2_client_that_grants_no_window_releases_its_upstream() {
     let mut stream = response.into_body();
     let _ = stream.data().await.expect("the stream starts");
     // ...and the client never releases capacity, so the window stays shut.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !upstream_dropped.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream stream is still held by an h2 client that grants no window");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let health = gw.get("/health", None).await.json();
-    assert_eq!(health["models"][0]["backends"][0]["in_flight"], 0, "{health}");
+    upstream_released(&gw, &upstream_dropped, "an h2 client that grants no window").await;
     drop(stream);
 }
 
