@@ -498,6 +498,41 @@ async fn an_h2_client_that_grants_no_window_releases_its_upstream() {
     drop(stream);
 }
 
+/// An HTTP/2 client that resets its stream frees the upstream at once, even while
+/// the provider is between two events (here 20 s apart).
+#[tokio::test]
+async fn an_h2_client_that_resets_its_stream_releases_its_upstream_at_once() {
+    let up = mock_with(berry::mock::MockSettings {
+        name: "up".into(),
+        chunks: 3,
+        chunk_delay_ms: 20_000,
+        ..Default::default()
+    })
+    .await;
+    let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
+    let (mut h2, connection) = h2::client::handshake(connect(&gw).await).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post("http://x/v1/chat/completions")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request");
+    let (response, mut send) = h2.send_request(request, false).expect("send");
+    let body = json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
+    send.send_data(Bytes::from(body.to_string()), true).expect("body");
+    let mut stream = response.await.expect("response").into_body();
+    let _ = stream.data().await.expect("the first event");
+    let in_flight = || async { gw.get("/health", None).await.json()["models"][0]["backends"][0]["in_flight"].clone() };
+    assert_eq!(in_flight().await, 1);
+    // Dropping both halves of the stream resets it (RST_STREAM).
+    drop((stream, send));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while in_flight().await != 0 {
+        assert!(Instant::now() < deadline, "the upstream is still held after the client reset its stream");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 // === 8. duplicate top-level keys ===
 
 #[tokio::test]

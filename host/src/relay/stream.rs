@@ -167,7 +167,14 @@ where
 {
     let (frames, taken) = tokio::sync::mpsc::channel::<Bytes>(1);
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = stream.frame().await {
+        loop {
+            // A client that resets the stream is noticed at once, not at the next
+            // upstream event (which may be a long way off).
+            let next = tokio::select! {
+                next = stream.frame() => next,
+                () = frames.closed() => return,
+            };
+            let Some(Ok(frame)) = next else { return };
             let Ok(data) = frame.into_data() else { continue };
             match tokio::time::timeout(limit, frames.send(data)).await {
                 Ok(Ok(())) => {}
