@@ -481,21 +481,27 @@ async fn an_h2_client_that_grants_no_window_releases_its_upstream() {
         .expect("h2 handshake");
     // The connection keeps answering pings: only the stream is stalled.
     tokio::spawn(connection);
+    let (mut stream, _send) = h2_chat_stream(&mut h2).await;
+    let _ = stream.data().await.expect("the stream starts");
+    // ...and the client never releases capacity, so the window stays shut.
+    upstream_released(&gw, &upstream_dropped, "an h2 client that grants no window").await;
+    drop(stream);
+}
+
+/// Start a streamed chat completion for model `m` over HTTP/2; returns the answer's
+/// body and the request's (finished) send half.
+async fn h2_chat_stream(h2: &mut h2::client::SendRequest<Bytes>) -> (h2::RecvStream, h2::SendStream<Bytes>) {
     let request = http::Request::post("http://x/v1/chat/completions")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")
         .body(())
         .expect("request");
     let (response, mut send) = h2.send_request(request, false).expect("send");
-    let body = json!({ "model": "m", "stream": true, "messages": [] }).to_string();
-    send.send_data(Bytes::from(body), true).expect("body");
+    let body = json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
+    send.send_data(Bytes::from(body.to_string()), true).expect("body");
     let response = response.await.expect("response");
     assert_eq!(response.status(), 200);
-    let mut stream = response.into_body();
-    let _ = stream.data().await.expect("the stream starts");
-    // ...and the client never releases capacity, so the window stays shut.
-    upstream_released(&gw, &upstream_dropped, "an h2 client that grants no window").await;
-    drop(stream);
+    (response.into_body(), send)
 }
 
 /// An HTTP/2 client that resets its stream frees the upstream at once, even while
@@ -512,15 +518,7 @@ async fn an_h2_client_that_resets_its_stream_releases_its_upstream_at_once() {
     let gw = TestGateway::start(&config("weighted_random", &[("up", &up)], &[], "")).await;
     let (mut h2, connection) = h2::client::handshake(connect(&gw).await).await.expect("h2 handshake");
     tokio::spawn(connection);
-    let request = http::Request::post("http://x/v1/chat/completions")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("content-type", "application/json")
-        .body(())
-        .expect("request");
-    let (response, mut send) = h2.send_request(request, false).expect("send");
-    let body = json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
-    send.send_data(Bytes::from(body.to_string()), true).expect("body");
-    let mut stream = response.await.expect("response").into_body();
+    let (mut stream, send) = h2_chat_stream(&mut h2).await;
     let _ = stream.data().await.expect("the first event");
     let in_flight = || async { gw.get("/health", None).await.json()["models"][0]["backends"][0]["in_flight"].clone() };
     assert_eq!(in_flight().await, 1);
