@@ -98,6 +98,14 @@ pub struct StreamFault {
     pub message: String,
 }
 
+impl StreamFault {
+    /// The provider's stream ended before the event that completes it (`what`, e.g.
+    /// "before message_stop"): the connection broke, the answer is incomplete.
+    pub fn cut_short(what: &str) -> Self {
+        StreamFault { class: ErrorClass::Network, message: format!("the stream ended {what}") }
+    }
+}
+
 /// Turns one streamed answer into another format, chunk by chunk. Chunk boundaries
 /// are arbitrary (an event may arrive split anywhere); what is written to `out` is
 /// always whole events.

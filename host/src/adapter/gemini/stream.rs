@@ -86,12 +86,7 @@ impl SseEvents for State {
 
     fn end(&mut self, out: &mut Vec<u8>) -> Result<(), StreamFault> {
         // Gemini has no end-of-stream event: a finish reason is what says it is over.
-        let Some(finish) = self.finish else {
-            return Err(StreamFault {
-                class: ErrorClass::Network,
-                message: "the stream ended without a finishReason".into(),
-            });
-        };
+        let finish = self.finish.ok_or_else(|| StreamFault::cut_short("without a finishReason"))?;
         self.writer.finish(out, finish);
         if self.include_usage {
             self.writer.usage(out, Usage::new(self.usage.0, self.usage.1));

@@ -195,11 +195,7 @@ impl SseEvents for State {
     }
 
     fn end(&mut self, _out: &mut Vec<u8>) -> Result<(), StreamFault> {
-        if self.done {
-            Ok(())
-        } else {
-            Err(StreamFault { class: ErrorClass::Network, message: "the stream ended before [DONE]".into() })
-        }
+        if self.done { Ok(()) } else { Err(StreamFault::cut_short("before [DONE]")) }
     }
 }
 
