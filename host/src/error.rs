@@ -153,6 +153,22 @@ impl GatewayError {
         e
     }
 
+    /// One user's requests hold their whole share of the body budget.
+    pub fn user_upload_budget(share: usize) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "too_many_uploads",
+            format!(
+                "Your requests are uploading {share} bytes at once, your share of the gateway's buffer; \
+                 retry when one of them has finished."
+            ),
+            ErrorSource::Downstream,
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn upstream_failed(attempts: u32, last: &str) -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub plugin_input_failures: Family<PluginLabels, Counter>,
     pub open_connections: Gauge,
     pub connections_rejected: Counter,
+    /// Idle connections closed at the cap to admit a new one.
+    pub connections_evicted: Counter,
     pub connection_errors: Family<ConnectionLabels, Counter>,
     /// Scrapes refresh the gauges; one at a time.
     pub scrape: Mutex<()>,
@@ -148,6 +150,7 @@ impl Default for Metrics {
             plugin_input_failures: Family::default(),
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
+            connections_evicted: Counter::default(),
             connection_errors: Family::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
@@ -205,8 +208,13 @@ impl Default for Metrics {
         registry.register("client_connections", "Client connections open now", m.open_connections.clone());
         registry.register(
             "client_connections_rejected",
-            "Client connections closed on accept because max_connections were open",
+            "Client connections closed on accept: max_connections busy, or max_connections_per_ip from one address",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "client_connections_evicted",
+            "Idle client connections closed at max_connections to admit a new one",
+            m.connections_evicted.clone(),
         );
         registry.register(
             "client_connection_errors",

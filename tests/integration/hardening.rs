@@ -22,12 +22,12 @@ use crate::harness::*;
 
 const ADMIN: &str = "berry-hardening-admin";
 
-async fn connect(gw: &TestGateway) -> TcpStream {
+pub(crate) async fn connect(gw: &TestGateway) -> TcpStream {
     TcpStream::connect(gw.base.trim_start_matches("http://")).await.expect("connect")
 }
 
 /// Whether the server closes `stream` within `limit` (whatever it sends first).
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+pub(crate) async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 4096];
     loop {
@@ -41,7 +41,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 }
 
 /// Send raw bytes and read the answer's status line.
-async fn raw_status(stream: &mut TcpStream, request: &[u8], limit: Duration) -> Option<String> {
+pub(crate) async fn raw_status(stream: &mut TcpStream, request: &[u8], limit: Duration) -> Option<String> {
     // A request the server refuses part-way may fail to write in full (the server
     // answered and closed first): its answer is still there to read.
     let _ = stream.write_all(request).await;
@@ -50,7 +50,7 @@ async fn raw_status(stream: &mut TcpStream, request: &[u8], limit: Duration) -> 
     String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
 }
 
-fn metric(text: &str, name: &str, labels: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str, labels: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -150,9 +150,13 @@ async fn silent_and_idle_connections_are_closed() {
     assert!(metric(&text, "berry_client_connection_errors_total", "reason=\"silent\"") >= 2.0, "{text}");
 }
 
+/// At the cap with every connection busy (a request in flight on each), a new
+/// connection is closed at once; once they finish, the gateway serves again. (With
+/// idle connections at the cap, the longest-idle one makes room instead: see
+/// `connections::idle_connections_cannot_hold_every_slot`.)
 #[tokio::test]
 async fn the_connection_cap_closes_extra_connections_and_recovers() {
-    let up = mock("up").await;
+    let up = mock_with(berry::mock::MockSettings { name: "up".into(), latency_ms: 1_500, ..Default::default() }).await;
     let gw = TestGateway::start(&config(
         "weighted_random",
         &[("up", &up)],
@@ -160,16 +164,26 @@ async fn the_connection_cap_closes_extra_connections_and_recovers() {
         "max_connections = 3\nclient_header_timeout_seconds = 2",
     ))
     .await;
+    let body = json!({ "model": "m", "messages": [{ "role": "user", "content": "hi" }] }).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect(&gw).await);
+        let mut busy = connect(&gw).await;
+        busy.write_all(request.as_bytes()).await.expect("write");
+        held.push(busy);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = connect(&gw).await;
-    assert!(closed_within(&mut extra, Duration::from_millis(1500)).await, "over the cap: closed at once");
-    // The silent ones are reaped by the header timeout; then the gateway serves again.
+    assert!(closed_within(&mut extra, Duration::from_millis(1000)).await, "over the cap, none idle: closed at once");
+    // The requests in flight are answered, then their idle connections make room.
     for mut c in held {
-        assert!(closed_within(&mut c, Duration::from_secs(5)).await);
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.expect("answered").expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
     }
     assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
     let text = String::from_utf8_lossy(&gw.get("/metrics", None).await.body).to_string();
@@ -336,20 +350,22 @@ async fn buffered_request_bodies_are_bounded_across_requests() {
         "max_request_body_bytes = 100000\nmax_buffered_body_bytes = 150000",
     ))
     .await;
-    // A caller uploading 100 KB slowly holds its share of the budget.
+    // A caller uploading 100 KB slowly holds what has arrived of it.
     let mut slow = connect(&gw).await;
     let head = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"model\":\"m\""
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{\"model\":\"m\",\"pad\":\"{}",
+        "p".repeat(95_000)
     );
     slow.write_all(head.as_bytes()).await.expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let padded = |n: usize| json!({ "model": "m", "messages": [{ "role": "user", "content": "x".repeat(n) }] });
-    gw.chat(TOKEN, &padded(60_000)).await.assert_error(503, "server_busy");
-    assert_eq!(gw.chat(TOKEN, &padded(100)).await.status, 200, "a small body still fits");
+    // Another user: over the gateway's budget (its own share would allow it).
+    gw.chat(ADMIN_TOKEN, &padded(60_000)).await.assert_error(503, "server_busy");
+    assert_eq!(gw.chat(ADMIN_TOKEN, &padded(100)).await.status, 200, "a small body still fits");
     drop(slow);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gw.chat(TOKEN, &padded(60_000)).await.status, 200, "the budget is released");
+    assert_eq!(gw.chat(ADMIN_TOKEN, &padded(60_000)).await.status, 200, "the budget is released");
 }
 
 // === 6 & 7. streams: a break mid-event, a client that stops reading ===
@@ -357,7 +373,10 @@ async fn buffered_request_bodies_are_bounded_across_requests() {
 /// A one-off OpenAI-compatible upstream on loopback whose streamed answer is
 /// `frames` (each `Err` breaks the stream there), then `then` forever if given.
 /// The flag turns true when the server's body for a request is dropped.
-async fn scripted_upstream(frames: Vec<Result<Bytes, ()>>, forever: Option<Bytes>) -> (String, Arc<AtomicBool>) {
+pub(crate) async fn scripted_upstream(
+    frames: Vec<Result<Bytes, ()>>,
+    forever: Option<Bytes>,
+) -> (String, Arc<AtomicBool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let dropped = Arc::new(AtomicBool::new(false));
@@ -403,7 +422,7 @@ async fn scripted_upstream(frames: Vec<Result<Bytes, ()>>, forever: Option<Bytes
     (format!("http://{addr}/v1"), dropped)
 }
 
-fn scripted_config(base_url: &str, settings: &str) -> String {
+pub(crate) fn scripted_config(base_url: &str, settings: &str) -> String {
     format!(
         "[settings]\n{settings}\n[providers.s]\nbase_url = \"{base_url}\"\napi_key = \"sk-s\"\nmodels = [\"up-model\"]\n\
          [models.m]\nname = \"m\"\n[[models.m.backends]]\nprovider = \"s\"\nmodel = \"up-model\"\n\
@@ -490,7 +509,7 @@ async fn an_h2_client_that_grants_no_window_releases_its_upstream() {
 
 /// Start a streamed chat completion for model `m` over HTTP/2; returns the answer's
 /// body and the request's (finished) send half.
-async fn h2_chat_stream(h2: &mut h2::client::SendRequest<Bytes>) -> (h2::RecvStream, h2::SendStream<Bytes>) {
+pub(crate) async fn h2_chat_stream(h2: &mut h2::client::SendRequest<Bytes>) -> (h2::RecvStream, h2::SendStream<Bytes>) {
     let request = http::Request::post("http://x/v1/chat/completions")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod connections;
 mod e2e;
 mod errors;
 mod hardening;
@@ -16,3 +17,4 @@ mod relay;
 mod routing;
 mod sandbox;
 mod smart_ai;
+mod uploads;

@@ -95,8 +95,15 @@ pub struct Settings {
     /// Bound on the request bodies buffered at once, all requests together; a
     /// request that would go over it is answered 503.
     pub max_buffered_body_bytes: usize,
-    /// Client connections open at once; more are closed on accept. Read at start.
+    /// The share of that bound one user's requests may hold at once; a request that
+    /// would go over it is answered 429.
+    pub max_buffered_body_bytes_per_user: usize,
+    /// Client connections open at once. At the cap, the longest-idle connection is
+    /// closed to admit a new one; with none idle, the new one is closed. Read at start.
     pub max_connections: u32,
+    /// Client connections one IP address may hold open at once (0: no limit; behind
+    /// a load balancer every client shares its address). Read at start.
+    pub max_connections_per_ip: u32,
     /// Time a client connection has to send its first request headers (and, idle
     /// between requests, the next ones; HTTP/2: to answer a keep-alive ping).
     pub client_header_timeout: Duration,

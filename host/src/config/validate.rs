@@ -215,6 +215,14 @@ impl Validator<'_> {
                 format!("must be at least max_request_body_bytes ({max_body}) and at most 1099511627776"),
             );
         }
+        // A quarter: one user can never take more than that from everyone else.
+        let per_user = raw.max_buffered_body_bytes_per_user.unwrap_or((buffered / 4).max(max_body));
+        if per_user < max_body || per_user > buffered {
+            self.error(
+                &format!("{p}.max_buffered_body_bytes_per_user"),
+                format!("must be at least max_request_body_bytes ({max_body}) and at most max_buffered_body_bytes ({buffered})"),
+            );
+        }
         let max_connections = raw.max_connections.unwrap_or(16_384);
         if !(1..=1_000_000).contains(&max_connections) {
             self.error(&format!("{p}.max_connections"), "must be between 1 and 1000000");
@@ -293,7 +301,9 @@ impl Validator<'_> {
             ),
             max_request_body_bytes: max_body as usize,
             max_buffered_body_bytes: buffered as usize,
+            max_buffered_body_bytes_per_user: per_user as usize,
             max_connections,
+            max_connections_per_ip: raw.max_connections_per_ip.unwrap_or(0),
             client_header_timeout: self.seconds(
                 &format!("{p}.client_header_timeout_seconds"),
                 raw.client_header_timeout_seconds,

@@ -39,8 +39,8 @@ pub struct Snapshot {
     pub policy: CircuitPolicy,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
-    /// Permits for the request-body bytes buffered at once (`max_buffered_body_bytes`).
-    pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// The request-body bytes buffered at once (`max_buffered_body_bytes`, and per user).
+    pub body_budget: Arc<crate::server::upload::BodyBudget>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end.
     pub closing: tokio_util::sync::CancellationToken,
 }
@@ -133,14 +133,11 @@ impl Snapshot {
             Some(p) if p.config.settings.connection_timeout == settings.connection_timeout => p.client.clone(),
             _ => UpstreamClient::new(settings.connection_timeout)?,
         };
+        let (total, per_user) = (settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_user);
         let body_budget = match previous {
             // Bodies in flight keep counting against the budget across a reload.
-            Some(p) if p.config.settings.max_buffered_body_bytes == settings.max_buffered_body_bytes => {
-                p.body_budget.clone()
-            }
-            _ => Arc::new(tokio::sync::Semaphore::new(
-                settings.max_buffered_body_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
-            )),
+            Some(p) if p.body_budget.sized(total, per_user) => p.body_budget.clone(),
+            _ => crate::server::upload::BodyBudget::new(total, per_user),
         };
         let policy = CircuitPolicy {
             threshold: settings.circuit_breaker_threshold,

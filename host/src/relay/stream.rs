@@ -159,13 +159,16 @@ where
 /// polling that stream's body and no socket write stalls, so nothing on the body's
 /// path would ever notice: the upstream would be held for as long as the client
 /// likes. Here the relay hands its frames over one at a time; when the client has
-/// not taken one for `limit`, the relay ends, which releases the upstream.
+/// not taken one for `limit`, the relay ends, which releases the upstream, and the
+/// client's stream is reset (RST_STREAM), which releases what it holds on the
+/// connection.
 fn pumped<B>(mut stream: RelayStream<B>, limit: Duration) -> BerryBody
 where
     B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: std::fmt::Display,
 {
     let (frames, taken) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let reset = crate::server::conn::stream_reset();
     tokio::spawn(async move {
         loop {
             // A client that resets the stream is noticed at once, not at the next
@@ -182,6 +185,9 @@ where
                 Ok(Err(_)) => return,
                 Err(_) => {
                     stream.stalled();
+                    if let Some(reset) = reset {
+                        reset.cancel();
+                    }
                     return;
                 }
             }

@@ -1,5 +1,6 @@
-//! The relayed endpoints (chat completions, completions, embeddings):
-//! authenticate → read → parse → route → select/upstream/stream (in `relay`).
+//! The relayed endpoints (chat completions, completions, embeddings, responses,
+//! messages): authenticate → rate limit → read → parse → route →
+//! select/upstream/stream (in `relay`).
 
 use std::sync::Arc;
 
@@ -28,13 +29,25 @@ pub async fn relay(
     let principal = authenticate(snapshot, &parts.headers, "")?;
     log.principal = Some(principal.clone());
 
+    // === rate limit === (before the body: a refused request costs its sender, not us)
+    let decision = snapshot.limiter.check(&principal.id, &principal.limits);
+    if let Some(d) = decision.as_ref().filter(|d| !d.allowed) {
+        snapshot.metrics.rate_limited.get_or_create(&crate::metrics::UserLabels { user: principal.id.clone() }).inc();
+        let error = GatewayError::rate_limited(d.limit, d.reset);
+        log.error = Some(error.code);
+        let mut response = error.into_response_as(endpoint.dialect());
+        rate_limit_headers(response.headers_mut(), d);
+        return Ok(response);
+    }
+
     // === read === (bounded in size, in time, and in memory across all requests)
     let limit = settings.max_request_body_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::payload_too_large(limit));
     }
-    let upload = upload::read(body, declared, limit, settings.request_timeout, &snapshot.body_budget).await?;
+    let upload =
+        upload::read(body, declared, limit, settings.request_timeout, &snapshot.body_budget, &principal).await?;
 
     // === parse ===
     let body = RequestBody::parse(upload.bytes.clone())?;
@@ -67,17 +80,6 @@ pub async fn relay(
             .with_param("backend")
         })?),
     };
-
-    // === rate limit ===
-    let decision = snapshot.limiter.check(&principal.id, &principal.limits);
-    if let Some(d) = decision.as_ref().filter(|d| !d.allowed) {
-        snapshot.metrics.rate_limited.get_or_create(&crate::metrics::UserLabels { user: principal.id.clone() }).inc();
-        let error = GatewayError::rate_limited(d.limit, d.reset);
-        log.error = Some(error.code);
-        let mut response = error.into_response();
-        rate_limit_headers(response.headers_mut(), d);
-        return Ok(response);
-    }
 
     // === select → upstream → stream back ===
     let mut response = relay::forward(relay::ForwardRequest {

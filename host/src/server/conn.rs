@@ -8,6 +8,8 @@
 //! Here the first bytes are read under `client_header_timeout`, then the connection
 //! is handed to hyper's HTTP/1 or HTTP/2 server with those bytes replayed.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,14 +18,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::Watcher;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
+use super::body::BerryBody;
+use super::connections::{Busy, Connection};
 use super::router;
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionLabels;
@@ -42,15 +47,10 @@ enum Protocol {
     Http2,
 }
 
-/// Serve one accepted connection until it ends. `watcher` lets a graceful shutdown
-/// finish its in-flight requests; `draining` ends a connection still being detected.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    gateway: Arc<Gateway>,
-    watcher: Watcher,
-    draining: tokio_util::sync::CancellationToken,
-) {
+/// Serve one accepted connection until it ends, or until `connection.close` is
+/// cancelled (the gateway drains, or the connection was evicted or keeps stalling):
+/// then it is closed gracefully, its requests in flight finishing first.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, connection: Arc<Connection>) {
     // Only the numbers: the connection lives long, the settings' strings need not.
     let (header_timeout, write_timeout) = {
         let snapshot = gateway.snapshot();
@@ -59,7 +59,7 @@ pub async fn serve(
     let mut stream = stream;
     let detected = tokio::select! {
         d = tokio::time::timeout(header_timeout, detect(&mut stream)) => d,
-        () = draining.cancelled() => return,
+        () = connection.close.cancelled() => return,
     };
     let (protocol, prefix) = match detected {
         Ok(Ok(Some(found))) => found,
@@ -69,10 +69,19 @@ pub async fn serve(
     };
     let io = TokioIo::new(ClientIo::new(stream, prefix, write_timeout));
     let gw = gateway.clone();
+    let conn = connection.clone();
     // Boxed: hyper keeps room for the service future in every connection for its
     // whole life. The relay future is kilobytes; boxed, an idle keep-alive connection
     // or a long stream (whose future has finished) holds 8 bytes.
-    let service = service_fn(move |req| Box::pin(router::handle(gw.clone(), peer, req)));
+    let service = service_fn(move |req| {
+        // The request is in flight until its answer's body is done (or dropped).
+        let busy = conn.start();
+        let handled = router::handle(gw.clone(), peer, req);
+        Box::pin(async move {
+            let response = handled.await?;
+            Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+        })
+    });
     let result = match protocol {
         Protocol::Http1 => {
             let mut builder = http1::Builder::new();
@@ -84,10 +93,11 @@ pub async fn serve(
                 .keep_alive(true);
             // Boxed, each protocol's connection: the task then holds the one it
             // serves, not room for the larger of the two.
-            Box::pin(watcher.watch(builder.serve_connection(io, service))).await
+            let served = Box::pin(builder.serve_connection(io, service));
+            drive(served, |c| c.graceful_shutdown(), &connection, None).await
         }
         Protocol::Http2 => {
-            let mut builder = http2::Builder::new(TokioExecutor::new());
+            let mut builder = http2::Builder::new(StreamExecutor { connection: connection.clone() });
             builder
                 .timer(TokioTimer::new())
                 // A peer that stops answering pings (or never spoke after the preface)
@@ -96,7 +106,10 @@ pub async fn serve(
                 .keep_alive_timeout(header_timeout)
                 .max_header_list_size(MAX_HEAD_BYTES as u32)
                 .max_concurrent_streams(MAX_H2_STREAMS);
-            Box::pin(watcher.watch(builder.serve_connection(io, service))).await
+            let served = Box::pin(builder.serve_connection(io, service));
+            // A peer that answers pings but opens no stream is idle all the same: it
+            // gets the idle limit of a kept-alive HTTP/1 connection.
+            drive(served, |c| c.graceful_shutdown(), &connection, Some(header_timeout)).await
         }
     };
     if let Err(e) = result {
@@ -104,6 +117,103 @@ pub async fn serve(
             Some(failure) => report(&gateway, peer, failure),
             None => tracing::debug!(client = %peer, "connection ended with an error: {e}"),
         }
+    }
+}
+
+/// Run a hyper connection to its end, starting its graceful shutdown (`shutdown`)
+/// when the connection is told to close or, given `idle_limit`, once it has had no
+/// request in flight for that long.
+async fn drive<C>(
+    mut served: Pin<Box<C>>,
+    shutdown: impl Fn(Pin<&mut C>),
+    connection: &Connection,
+    idle_limit: Option<Duration>,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    let limit = idle_limit.unwrap_or(Duration::MAX);
+    let mut idle = std::pin::pin!(tokio::time::sleep(limit));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = served.as_mut() => return result,
+            () = connection.close.cancelled(), if !closing => {
+                closing = true;
+                shutdown(served.as_mut());
+            }
+            () = &mut idle, if !closing && idle_limit.is_some() => {
+                let idle_for = connection.idle_for();
+                if idle_for >= limit {
+                    closing = true;
+                    shutdown(served.as_mut());
+                } else {
+                    idle.as_mut().reset(Instant::now() + (limit - idle_for));
+                }
+            }
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight on its connection
+/// until the body is done or dropped (then the connection may count as idle).
+struct Tracked {
+    body: BerryBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+tokio::task_local! {
+    /// The reset switch of the HTTP/2 stream a request arrived on.
+    static STREAM_RESET: CancellationToken;
+}
+
+/// The reset switch of the HTTP/2 stream the current request arrived on, if it did:
+/// cancelling it resets the stream (RST_STREAM) and counts a stall against its
+/// connection. A stream the client grants no flow-control window is no longer
+/// polled by hyper, so nothing inside its body can end it; this can.
+pub fn stream_reset() -> Option<CancellationToken> {
+    STREAM_RESET.try_with(CancellationToken::clone).ok()
+}
+
+/// Runs each HTTP/2 stream of a connection (hyper hands it the stream's task) with
+/// a reset switch: dropping the task drops hyper's handles on the stream, and h2
+/// then resets it.
+#[derive(Clone)]
+struct StreamExecutor {
+    connection: Arc<Connection>,
+}
+
+impl<F> hyper::rt::Executor<F> for StreamExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, stream: F) {
+        let reset = CancellationToken::new();
+        let connection = self.connection.clone();
+        let run = STREAM_RESET.scope(reset.clone(), async move {
+            tokio::select! {
+                () = stream => {}
+                () = reset.cancelled() => connection.stalled(),
+            }
+        });
+        tokio::spawn(run);
     }
 }
 

@@ -5,22 +5,25 @@ pub mod auth;
 pub mod body;
 mod chat;
 pub mod conn;
+pub mod connections;
 pub mod context;
 mod info;
 mod plugins;
 mod router;
 mod scrape;
 mod status;
-mod upload;
+pub mod upload;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use self::connections::{Connections, Refusal};
 
 use crate::gateway::Gateway;
 
@@ -82,10 +85,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> Stopped {
-    let graceful = GracefulShutdown::new();
-    // Read once: the cap on open connections is a property of the listener.
-    let max_connections = gateway.snapshot().config.settings.max_connections as usize;
-    let slots = Arc::new(Semaphore::new(max_connections));
+    // Every connection task, so a shutdown can wait for them to finish.
+    let tasks = TaskTracker::new();
+    // Read once: the caps on open connections are properties of the listener.
+    let (max_connections, per_ip) = {
+        let settings = &gateway.snapshot().config.settings;
+        (settings.max_connections, settings.max_connections_per_ip)
+    };
+    let registry = Connections::new(max_connections, per_ip);
     let mut last_full_warning: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
@@ -100,21 +107,37 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    // Closing at once frees the descriptor; the client may retry.
-                    gateway.metrics.connections_rejected.inc();
-                    if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        last_full_warning = Some(std::time::Instant::now());
-                        tracing::warn!(max_connections, "connection limit reached: closing new connections");
+                let lease = match registry.admit(peer.ip(), &gateway.signals.draining) {
+                    Ok(lease) => lease,
+                    Err(refusal) => {
+                        // Closing at once frees the descriptor; the client may retry.
+                        gateway.metrics.connections_rejected.inc();
+                        if last_full_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            last_full_warning = Some(std::time::Instant::now());
+                            match refusal {
+                                Refusal::Full => tracing::warn!(
+                                    max_connections,
+                                    "connection limit reached with no idle connection to close: closing new connections"
+                                ),
+                                Refusal::PerIp => tracing::warn!(
+                                    client = %peer.ip(),
+                                    max_connections_per_ip = per_ip,
+                                    "per-address connection limit reached: closing this address's new connections"
+                                ),
+                            }
+                        }
+                        continue;
                     }
-                    continue;
                 };
+                if lease.made_room {
+                    gateway.metrics.connections_evicted.inc();
+                }
                 let _ = stream.set_nodelay(true);
-                let (gw, watcher, draining) = (gateway.clone(), graceful.watcher(), gateway.signals.draining.clone());
-                tokio::spawn(async move {
+                let gw = gateway.clone();
+                tasks.spawn(async move {
                     let open = OpenConnection::new(&gw.metrics);
-                    conn::serve(stream, peer, gw.clone(), watcher, draining).await;
-                    drop((open, slot));
+                    conn::serve(stream, peer, gw.clone(), lease.connection.clone()).await;
+                    drop((open, lease));
                 });
             }
             () = &mut shutdown => break,
@@ -124,7 +147,8 @@ pub async fn serve(
     gateway.signals.draining.cancel();
     let drain = gateway.snapshot().config.settings.drain_timeout;
     tracing::info!("shutting down: draining in-flight requests (up to {}s)", drain.as_secs_f64());
-    let drained = graceful.shutdown();
+    tasks.close();
+    let drained = tasks.wait();
     tokio::pin!(drained, force);
     tokio::select! {
         () = &mut drained => {

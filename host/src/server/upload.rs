@@ -1,9 +1,13 @@
-//! Reading a request body: only after the caller is authenticated, bounded in size
-//! (413), in time (408) and, all requests together, in memory: every buffered byte
-//! holds a permit of the snapshot's body budget until the request is over, and a
-//! request that would go over the budget is answered 503 instead of growing the heap.
+//! Reading a request body: only after the caller is authenticated (and its rate
+//! limit charged), bounded in size (413), in time (408) and, all requests together,
+//! in memory: every buffered byte holds a share of the [`BodyBudget`] until the
+//! request is over. The budget is taken as bytes arrive, never from a declared
+//! `Content-Length` (headers alone cost nothing to send), and no single user may
+//! hold more than `max_buffered_body_bytes_per_user` of it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -12,27 +16,115 @@ use hyper::body::Incoming;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::GatewayError;
+use crate::plugin::auth::wit::Principal;
+
+/// The bytes of request bodies buffered at once: in all, and per user.
+pub struct BodyBudget {
+    total: Arc<Semaphore>,
+    total_bytes: usize,
+    per_user: usize,
+    hasher: RandomState,
+    /// Bytes each user holds now, sharded so users do not share one lock.
+    users: [Mutex<HashMap<Box<str>, usize>>; SHARDS],
+}
+
+const SHARDS: usize = 16;
+/// Users remembered per shard with nothing in flight, so a user's next request
+/// finds its entry without allocating; beyond it, idle entries are dropped.
+const KEEP_IDLE: usize = 1024;
+
+impl BodyBudget {
+    pub fn new(total: usize, per_user: usize) -> Arc<Self> {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        Arc::new(BodyBudget {
+            total: Arc::new(Semaphore::new(total)),
+            total_bytes: total,
+            per_user,
+            hasher: RandomState::new(),
+            users: Default::default(),
+        })
+    }
+
+    /// Whether this budget has the given sizes (a reload keeps it if so, with the
+    /// bodies in flight still counted).
+    pub fn sized(&self, total: usize, per_user: usize) -> bool {
+        self.total_bytes == total.min(Semaphore::MAX_PERMITS) && self.per_user == per_user
+    }
+
+    fn shard(&self, user: &str) -> &Mutex<HashMap<Box<str>, usize>> {
+        &self.users[self.hasher.hash_one(user) as usize % SHARDS]
+    }
+
+    /// Take `bytes` more for `held` (one request of `user`).
+    fn take(&self, user: &str, held: &mut Held, bytes: usize) -> Result<(), GatewayError> {
+        {
+            let mut users = lock(self.shard(user));
+            let mine = match users.get_mut(user) {
+                Some(n) => n,
+                None => users.entry(user.into()).or_default(),
+            };
+            if *mine + bytes > self.per_user {
+                return Err(GatewayError::user_upload_budget(self.per_user));
+            }
+            *mine += bytes;
+        }
+        // Counted for the user first, so the release below always has its match.
+        held.user_bytes += bytes;
+        let n = u32::try_from(bytes).map_err(|_| GatewayError::busy())?;
+        let permit = self.total.clone().try_acquire_many_owned(n).map_err(|_| GatewayError::busy())?;
+        match &mut held.permit {
+            Some(p) => p.merge(permit),
+            None => held.permit = Some(permit),
+        }
+        Ok(())
+    }
+
+    fn release(&self, user: &str, bytes: usize) {
+        let mut users = lock(self.shard(user));
+        if let Some(n) = users.get_mut(user) {
+            *n = n.saturating_sub(bytes);
+        }
+        if users.len() > KEEP_IDLE {
+            users.retain(|_, n| *n > 0);
+        }
+    }
+}
+
+/// What one request holds of the budget; given back on drop.
+struct Held {
+    budget: Arc<BodyBudget>,
+    /// Whose bytes these are (`id`); shared with the request, not copied.
+    user: Arc<Principal>,
+    user_bytes: usize,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.user_bytes > 0 {
+            self.budget.release(&self.user.id, self.user_bytes);
+        }
+    }
+}
 
 /// A buffered body and its share of the budget (released on drop).
 pub struct Upload {
     pub bytes: Bytes,
-    _permit: Option<OwnedSemaphorePermit>,
+    _held: Held,
 }
 
-/// Read `body` whole. `declared` is its Content-Length, if any (already checked
-/// against `limit`): it is reserved up front; a chunked body reserves as it arrives.
+/// Read `body` whole for `user`, taking budget as its bytes arrive. `declared` is
+/// its Content-Length, if any (already checked against `limit`): only a hint for
+/// the buffer's size.
 pub async fn read(
     body: Incoming,
     declared: Option<u64>,
     limit: usize,
     timeout: Duration,
-    budget: &Arc<Semaphore>,
+    budget: &Arc<BodyBudget>,
+    user: &Arc<Principal>,
 ) -> Result<Upload, GatewayError> {
-    let mut permit = match declared {
-        Some(0) | None => None,
-        Some(n) => Some(reserve(budget, n as usize)?),
-    };
-    let mut reserved = declared.unwrap_or(0) as usize;
+    let mut held = Held { budget: budget.clone(), user: user.clone(), user_bytes: 0, permit: None };
     let read = async {
         let mut body = body;
         // One frame (the usual case) is kept as is; more are joined.
@@ -47,18 +139,14 @@ pub async fn read(
             if total > limit {
                 return Err(GatewayError::payload_too_large(limit));
             }
-            if total > reserved {
-                let more = reserve(budget, total - reserved)?;
-                match &mut permit {
-                    Some(p) => p.merge(more),
-                    None => permit = Some(more),
-                }
-                reserved = total;
-            }
+            budget.take(&user.id, &mut held, data.len())?;
             match (&mut first, &mut joined) {
                 (None, None) => first = Some(data),
                 (Some(f), None) => {
-                    let mut j = BytesMut::with_capacity(declared.map_or(f.len() + data.len(), |n| n as usize));
+                    // Sized for the declared length, but never beyond what has
+                    // arrived by more than one frame's worth of trust.
+                    let hint = declared.map_or(0, |n| n as usize).min(limit).min(4 * total.max(f.len() + data.len()));
+                    let mut j = BytesMut::with_capacity(hint.max(f.len() + data.len()));
                     j.extend_from_slice(f);
                     j.extend_from_slice(&data);
                     first = None;
@@ -81,10 +169,43 @@ pub async fn read(
             }
         }
     };
-    Ok(Upload { bytes, _permit: permit })
+    Ok(Upload { bytes, _held: held })
 }
 
-fn reserve(budget: &Arc<Semaphore>, bytes: usize) -> Result<OwnedSemaphorePermit, GatewayError> {
-    let n = u32::try_from(bytes).map_err(|_| GatewayError::busy())?;
-    budget.clone().try_acquire_many_owned(n).map_err(|_| GatewayError::busy())
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(budget: &Arc<BodyBudget>, user: &str) -> Held {
+        let principal = Principal {
+            id: user.into(),
+            allowed_models: Vec::new(),
+            tags: Vec::new(),
+            limits: crate::plugin::auth::wit::RateLimits { per_minute: None, per_hour: None, per_day: None },
+            admin: false,
+        };
+        Held { budget: budget.clone(), user: Arc::new(principal), user_bytes: 0, permit: None }
+    }
+
+    #[test]
+    fn one_user_holds_at_most_its_share_and_everyone_the_total() {
+        let budget = BodyBudget::new(100, 40);
+        let (mut a1, mut a2, mut b, mut c) =
+            (held(&budget, "a"), held(&budget, "a"), held(&budget, "b"), held(&budget, "c"));
+        budget.take("a", &mut a1, 30).expect("within a's share");
+        assert_eq!(budget.take("a", &mut a2, 20).map_err(|e| e.code), Err("too_many_uploads"));
+        budget.take("a", &mut a2, 10).expect("a's share, exactly");
+        budget.take("b", &mut b, 40).expect("b's share");
+        assert_eq!(budget.take("c", &mut c, 30).map_err(|e| e.code), Err("server_busy"), "over the total");
+        drop(a1);
+        budget.take("c", &mut c, 30).expect("a's bytes came back");
+        budget.take("a", &mut a2, 30).expect("and a's share with them");
+        drop((a2, b, c));
+        assert_eq!(budget.total.available_permits(), 100);
+        assert!(budget.users.iter().all(|s| lock(s).values().all(|n| *n == 0)));
+    }
 }
