@@ -249,7 +249,8 @@ async fn an_emptied_or_half_written_config_file_is_not_applied() {
     assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200, "the running config keeps serving");
     assert_eq!(reloads(&gw).await, (0.0, 1.0), "the empty file was seen and rejected");
 
-    // A save caught half-way: the first part of a new config, the rest 150 ms later.
+    // Two saves in a row, the first of a config that serves nobody (no models): it
+    // is a completed write, so it is read, and rejected; the second goes live.
     let new = format!(
         "{good}\n[models.extra]\nname = \"extra\"\n[[models.extra.backends]]\nprovider = \"up\"\nmodel = \"up-model\"\n"
     );
@@ -258,7 +259,7 @@ async fn an_emptied_or_half_written_config_file_is_not_applied() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     std::fs::write(&path, &new).expect("write the rest");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(reloads(&gw).await, (1.0, 1.0), "only the finished file was loaded");
+    assert_eq!(reloads(&gw).await, (1.0, 2.0), "the unusable first save was rejected, the finished one loaded");
     assert_eq!(gw.chat(TOKEN, &chat_body("extra")).await.status, 200);
 
     // check-config says so too.

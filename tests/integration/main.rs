@@ -14,6 +14,7 @@ mod operations;
 mod platform;
 mod providers;
 mod relay;
+mod reload;
 mod routing;
 mod sandbox;
 mod smart_ai;

@@ -1,6 +1,7 @@
 //! The live gateway: the current [`Snapshot`] behind one atomic pointer, the health
 //! of every backend, and the embedded mock providers the config asked for.
 
+mod changes;
 mod probe;
 mod provider;
 mod route;
@@ -180,6 +181,7 @@ impl Gateway {
         let this = self.clone();
         let uploaded = lock(&self.uploaded).clone();
         let previous = self.snapshot();
+        let previous_for_changes = previous.clone();
         let running = previous.config.clone();
         let started = std::time::Instant::now();
         let snapshot = tokio::task::spawn_blocking(move || {
@@ -200,11 +202,20 @@ impl Gateway {
         })?;
         self.count_reload("ok");
         warn_about_removals(&running, &snapshot.config);
+        let changes = changes::between(&previous_for_changes, &snapshot);
         let in_service = snapshot.strategies.values().map(|p| p.compiled()).chain([snapshot.auth.compiled()]);
         self.versions.retain(in_service);
         self.snapshot.store(Arc::new(snapshot));
         self.swaps.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(prepare_ms = started.elapsed().as_millis() as u64, "new configuration in service");
+        let prepare_ms = started.elapsed().as_millis() as u64;
+        if changes.all.is_empty() {
+            tracing::info!(prepare_ms, "new configuration in service (nothing changed)");
+        } else {
+            tracing::info!(prepare_ms, changes = %changes.all.join("; "), "new configuration in service");
+        }
+        if !changes.widened.is_empty() {
+            tracing::warn!(widened = %changes.widened.join("; "), "the new configuration widens access");
+        }
         Ok(())
     }
 
