@@ -17,5 +17,6 @@ mod relay;
 mod reload;
 mod routing;
 mod sandbox;
+mod scale;
 mod smart_ai;
 mod uploads;

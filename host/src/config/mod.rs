@@ -237,8 +237,11 @@ pub enum PluginKind {
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     pub name: String,
-    pub path: PathBuf,
+    /// The component file; `None` for a stock plugin (the entry sets its limits).
+    pub path: Option<PathBuf>,
     pub kind: PluginKind,
+    /// The SHA-256 (lowercase hex) every version loaded under this name must have.
+    pub sha256: Option<String>,
     /// The plugin's own configuration as a JSON object.
     pub config_json: String,
     pub limits: crate::plugin::Limits,
@@ -286,9 +289,9 @@ impl Config {
 
     fn resolve_plugin_paths(&mut self) {
         let Some(dir) = self.source.as_deref().and_then(Path::parent) else { return };
-        for spec in self.plugins.values_mut() {
-            if spec.path.is_relative() {
-                spec.path = dir.join(&spec.path);
+        for path in self.plugins.values_mut().filter_map(|spec| spec.path.as_mut()) {
+            if path.is_relative() {
+                *path = dir.join(&*path);
             }
         }
     }

@@ -176,8 +176,11 @@ pub struct RawRateLimit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlugin {
-    pub path: String,
-    pub kind: String,
+    /// The component file; absent for a stock plugin (an entry that tunes its limits).
+    pub path: Option<String>,
+    pub kind: Option<String>,
+    /// Lowercase hex SHA-256 the plugin's bytes must have (file or upload).
+    pub sha256: Option<String>,
     pub config: Option<toml::Value>,
     pub fuel: Option<u64>,
     pub memory_mb: Option<u32>,

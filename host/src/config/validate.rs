@@ -27,6 +27,13 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if v.errors.is_empty() { Ok(config) } else { Err(ConfigError { errors: v.errors }) }
 }
 
+fn kind_name(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Strategy => "strategy",
+        PluginKind::Auth => "auth",
+    }
+}
+
 fn one(message: String) -> ConfigError {
     ConfigError { errors: vec![message] }
 }
@@ -424,17 +431,49 @@ impl Validator<'_> {
 
     fn plugin(&mut self, key: &str, raw: RawPlugin) -> Option<PluginSpec> {
         let p = format!("plugins.{key}");
-        if STOCK_STRATEGIES.contains(&key) || STOCK_AUTH.contains(&key) {
-            self.error(&p, "this name belongs to a stock plugin; pick another");
+        // An entry named after a stock plugin tunes that plugin (its limits, a pin);
+        // its code stays the built-in one.
+        let stock = if STOCK_STRATEGIES.contains(&key) {
+            Some(PluginKind::Strategy)
+        } else if STOCK_AUTH.contains(&key) {
+            Some(PluginKind::Auth)
+        } else {
+            None
+        };
+        if stock.is_some() && raw.path.is_some() {
+            self.error(
+                &format!("{p}.path"),
+                "this name belongs to a stock plugin, which is built in: remove path to tune its limits, \
+                 or give your plugin another name",
+            );
         }
-        let kind = match raw.kind.as_str() {
-            "strategy" => PluginKind::Strategy,
-            "auth" => PluginKind::Auth,
-            other => {
+        if stock.is_none() && raw.path.is_none() {
+            self.error(&format!("{p}.path"), "missing: the .wasm file of the plugin");
+        }
+        let kind = match (raw.kind.as_deref(), stock) {
+            (Some("strategy"), None) => PluginKind::Strategy,
+            (Some("auth"), None) => PluginKind::Auth,
+            (None, Some(kind)) => kind,
+            (Some(given), Some(kind)) if given == kind_name(kind) => kind,
+            (Some(given), Some(kind)) => {
+                self.error(&format!("{p}.kind"), format!("{key} is a stock {} plugin, not {given:?}", kind_name(kind)));
+                return None;
+            }
+            (None, None) => {
+                self.error(&format!("{p}.kind"), "missing: \"strategy\" or \"auth\"");
+                return None;
+            }
+            (Some(other), None) => {
                 self.error(&format!("{p}.kind"), format!("must be \"strategy\" or \"auth\", got {other:?}"));
                 return None;
             }
         };
+        let sha256 = raw.sha256.map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &sha256
+            && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            self.error(&format!("{p}.sha256"), "must be 64 hex digits (the SHA-256 of the .wasm file)");
+        }
         let defaults = Limits::default();
         let limits = Limits {
             fuel: raw.fuel.unwrap_or(defaults.fuel),
@@ -458,8 +497,9 @@ impl Validator<'_> {
         }
         Some(PluginSpec {
             name: key.to_string(),
-            path: PathBuf::from(raw.path),
+            path: raw.path.map(PathBuf::from),
             kind,
+            sha256,
             config_json: self.json(&format!("{p}.config"), raw.config),
             limits,
         })

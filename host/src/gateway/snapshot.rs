@@ -163,40 +163,55 @@ impl Snapshot {
 
 /// The compiled plugin, its limits and its configuration JSON, for a stock plugin
 /// name or a `[plugins.X]` entry. An uploaded version (`PUT /admin/plugins/X`)
-/// takes the place of the file or the embedded stock bytes.
+/// takes the place of the file or the embedded stock bytes; a `sha256` pin holds
+/// whichever it is.
 fn load_plugin(
     config: &Config,
     name: &str,
     kind: PluginKind,
     shared: &Shared,
 ) -> Result<(CompiledPlugin, Limits, String), String> {
-    let upload = shared.uploaded.get(name);
-    let versions = shared.versions;
-    if let Some(spec) = config.plugins.get(name) {
-        if spec.kind != kind {
-            return Err(format!("plugins.{name}: is a {:?} plugin, used as {kind:?}", spec.kind));
+    let spec = config.plugins.get(name);
+    if let Some(spec) = spec
+        && spec.kind != kind
+    {
+        return Err(format!("plugins.{name}: is a {:?} plugin, used as {kind:?}", spec.kind));
+    }
+    let file;
+    let (source, bytes): (String, &[u8]) = match (shared.uploaded.get(name), spec.and_then(|s| s.path.as_ref())) {
+        (Some(bytes), _) => ("upload".to_string(), bytes),
+        (None, Some(path)) => {
+            file =
+                std::fs::read(path).map_err(|e| format!("plugins.{name}.path: cannot read {}: {e}", path.display()))?;
+            (path.display().to_string(), &file)
         }
-        let compiled = match upload {
-            Some(bytes) => compile(name, "upload", bytes, versions),
-            None => {
-                let bytes = std::fs::read(&spec.path)
-                    .map_err(|e| format!("plugins.{name}.path: cannot read {}: {e}", spec.path.display()))?;
-                compile(name, &spec.path.display().to_string(), &bytes, versions)
-            }
-        };
-        return Ok((compiled.map_err(|e| e.to_string())?, spec.limits, spec.config_json.clone()));
+        (None, None) => ("stock".to_string(), stock::bytes(name).ok_or_else(|| format!("unknown plugin {name:?}"))?),
+    };
+    if let Some(pinned) = spec.and_then(|s| s.sha256.as_deref()) {
+        check_pin(name, &source, bytes, pinned)?;
     }
-    let compiled = match upload {
-        Some(bytes) => compile(name, "upload", bytes, versions),
-        None => compile(name, "stock", stock::bytes(name).ok_or_else(|| format!("unknown plugin {name:?}"))?, versions),
-    }
-    .map_err(|e| e.to_string())?;
-    let plugin_config = match (kind, name) {
-        (PluginKind::Strategy, "smart_ai") => config.settings.smart_ai_json.clone(),
-        (PluginKind::Auth, _) => config.auth.config_json.clone(),
+    let compiled = compile(name, &source, bytes, shared.versions).map_err(|e| e.to_string())?;
+    let limits = spec.map_or_else(Limits::default, |s| s.limits);
+    let plugin_config = match (spec, kind, name) {
+        (Some(spec), _, _) if spec.path.is_some() => spec.config_json.clone(),
+        (_, PluginKind::Strategy, "smart_ai") => config.settings.smart_ai_json.clone(),
+        (_, PluginKind::Auth, _) => config.auth.config_json.clone(),
         _ => "{}".to_string(),
     };
-    Ok((compiled, Limits::default(), plugin_config))
+    Ok((compiled, limits, plugin_config))
+}
+
+/// Refuse bytes whose SHA-256 is not the one `[plugins.X] sha256` pins.
+pub fn check_pin(name: &str, source: &str, bytes: &[u8], pinned: &str) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let actual: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if actual == pinned {
+        return Ok(());
+    }
+    Err(format!(
+        "plugins.{name}.sha256: the {source} version has SHA-256 {actual}, but the configuration pins {pinned}: \
+         refusing to load it (update the pin if this version is the one you mean)"
+    ))
 }
 
 fn to_wit_user(u: &crate::config::User) -> auth_wit::UserInfo {

@@ -91,7 +91,9 @@ async fn apply(gateway: &Arc<Gateway>, changed: &[PathBuf]) {
     let plugins: Vec<String> = config
         .plugins
         .values()
-        .filter(|spec| std::path::absolute(&spec.path).is_ok_and(|p| changed.contains(&p)))
+        .filter(|spec| {
+            spec.path.as_ref().and_then(|p| std::path::absolute(p).ok()).is_some_and(|p| changed.contains(&p))
+        })
         .map(|spec| spec.name.clone())
         .collect();
     if plugins.is_empty() {
@@ -119,7 +121,7 @@ impl Watched {
         let config_path = lock(&gateway.config_path).clone();
         let wanted: Vec<PathBuf> = config_path
             .into_iter()
-            .chain(config.plugins.values().map(|spec| spec.path.clone()))
+            .chain(config.plugins.values().filter_map(|spec| spec.path.clone()))
             .filter_map(|p| std::path::absolute(p).ok())
             .collect();
         self.files.retain(|path, _| wanted.contains(path));

@@ -33,6 +33,21 @@ impl Kind for AuthKind {
     type Answer = Vec<String>;
     const NAME: &'static str = "auth";
 
+    fn input_bytes(users: &Self::Data) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| 16 + s.len()).sum::<usize>();
+        users
+            .iter()
+            .map(|u| {
+                96 + u.id.len()
+                    + u.name.len()
+                    + u.token.len()
+                    + u.token_sha256.len()
+                    + strings(&u.allowed_models)
+                    + strings(&u.tags)
+            })
+            .sum()
+    }
+
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {
         &pe.auth_linker
     }

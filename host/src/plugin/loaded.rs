@@ -6,21 +6,30 @@ use wasmtime::component::InstancePre;
 
 use super::engine::{CompiledPlugin, PluginEngine, engine, linker_for};
 use super::pool::{Pool, Recheck, Warm, describe};
-use super::sandbox::{HostState, arm, new_store};
+use super::sandbox::{HostState, arm_with, new_store};
 use super::{Limits, PluginError};
+
+/// Instances made when a plugin is loaded: one per core (calls are synchronous, so
+/// no more than that run at once), at most four. More are made on demand.
+static WARM_AT_LOAD: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4));
 
 /// What differs between the two plugin kinds (worlds).
 pub trait Kind {
     /// The generated bindings of one instance.
-    type Bindings;
+    type Bindings: Send;
     /// The generated pre-instantiated world.
-    type Pre;
+    type Pre: Sync;
     /// What `configure` receives besides the plugin's JSON config (routes, users).
-    type Data;
+    type Data: Sync;
     /// What a successful `configure` answers (the headers an auth policy reads).
-    type Answer;
+    type Answer: Send;
     /// "strategy" or "auth", for messages.
     const NAME: &'static str;
+
+    /// About how many bytes `data` takes in the plugin's memory once handed over
+    /// (its strings and records): what `configure`'s budget and the memory cap grow by.
+    fn input_bytes(data: &Self::Data) -> usize;
 
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState>;
     fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
@@ -54,6 +63,7 @@ impl<K: Kind> Loaded<K> {
         data: K::Data,
     ) -> Result<Self, PluginError> {
         let pe = engine()?;
+        let limits = limits.sized_for(K::input_bytes(&data));
         let name = compiled.name.to_string();
         let load_err = |message: String| PluginError::Load { plugin: name.clone(), message };
         let linker =
@@ -67,6 +77,18 @@ impl<K: Kind> Loaded<K> {
         let pool = Pool::new(compiled.name.clone(), limits, compiled.stats.clone());
         let (warm, answer) = make::<K>(&pre, &compiled, &limits, &config_json, &data)?;
         pool.put(warm);
+        // One warm instance per thread that may call at once, made now, in parallel:
+        // a large configuration takes a while to `configure`, and that wait belongs
+        // to the load, not to a request.
+        let more = WARM_AT_LOAD.saturating_sub(1);
+        let made: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                (0..more).map(|_| scope.spawn(|| make::<K>(&pre, &compiled, &limits, &config_json, &data))).collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for result in made {
+            pool.put(result?.0);
+        }
         Ok(Loaded { compiled, pre, limits, config_json, data, answer, pool })
     }
 
@@ -95,7 +117,8 @@ fn make<K: Kind>(
     let mut store = new_store(pe, compiled.name.clone(), limits);
     let bindings = K::instantiate(pre, &mut store)
         .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?;
-    arm(&mut store, limits);
+    let (fuel, deadline) = limits.configure_budget(K::input_bytes(data));
+    arm_with(&mut store, fuel, deadline);
     let answer = K::configure(&bindings, &mut store, config_json, data)
         .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?
         .map_err(|message| PluginError::Configure { plugin: name(), message })?;

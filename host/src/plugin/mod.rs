@@ -52,6 +52,25 @@ pub struct Limits {
 impl Limits {
     /// Upper bound for `memory_mb`: the pooling allocator reserves slots this large.
     pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+
+    /// The limits of an instance configured with `input_bytes` of routes or users:
+    /// the plugin keeps what it derives from them for its whole life, so its memory
+    /// cap grows with them (room for four copies), up to [`Self::MAX_MEMORY_BYTES`].
+    pub fn sized_for(self, input_bytes: usize) -> Limits {
+        let memory_bytes = self.memory_bytes.saturating_add(input_bytes.saturating_mul(4)).min(Self::MAX_MEMORY_BYTES);
+        Limits { memory_bytes: memory_bytes.max(self.memory_bytes), ..self }
+    }
+
+    /// The budget of one `configure` call over `input_bytes` of routes or users: the
+    /// per-call fuel and deadline, plus what reading the input may take (hashing a
+    /// token, building a table: a few hundred instructions a byte, given 1,000; the
+    /// deadline 2 ms per KiB). A config of 50,000 users or 20,000 models loads;
+    /// request-time calls keep the per-call budget.
+    pub fn configure_budget(&self, input_bytes: usize) -> (u64, Duration) {
+        let fuel = self.fuel.saturating_add((input_bytes as u64).saturating_mul(1_000));
+        let deadline = self.deadline + Duration::from_micros(2 * input_bytes as u64);
+        (fuel, deadline)
+    }
 }
 
 impl Default for Limits {

@@ -196,10 +196,19 @@ impl<B> Pool<B> {
 /// error), the panic message the plugin reported if it panicked, then the wasm
 /// backtrace.
 pub fn describe(e: &wasmtime::Error, state: &HostState) -> String {
+    let (budget, plugin) = (&state.budget, state.plugin());
     let mut text = match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "deadline exceeded (epoch interrupt)".to_string(),
-        Some(wasmtime::Trap::OutOfFuel) => "fuel exhausted".to_string(),
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "deadline exceeded ({} ms for this call; [plugins.{plugin}] timeout_ms raises it)",
+            budget.deadline.as_millis()
+        ),
+        Some(wasmtime::Trap::OutOfFuel) => {
+            format!("fuel exhausted ({} instructions for this call; [plugins.{plugin}] fuel raises it)", budget.fuel)
+        }
         Some(trap) => trap.to_string(),
+        None if e.root_cause().to_string().contains("growing memory") => {
+            format!("memory cap reached ({} MiB; [plugins.{plugin}] memory_mb raises it)", budget.memory_bytes >> 20)
+        }
         None => e.root_cause().to_string(),
     };
     if let Some(panic) = &state.last_panic {

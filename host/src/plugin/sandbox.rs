@@ -22,6 +22,24 @@ pub struct HostState {
     rng: Option<fastrand::Rng>,
     /// The message of the last panic the plugin logged (the SDK's panic hook).
     pub last_panic: Option<String>,
+    /// The budget of the call under way, and the memory cap: named in the error
+    /// when the plugin runs out of one.
+    pub budget: Budget,
+}
+
+/// What one call may use, as the error message of a plugin that ran out names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub fuel: u64,
+    pub deadline: std::time::Duration,
+    pub memory_bytes: usize,
+}
+
+impl HostState {
+    /// The plugin's name, for messages.
+    pub fn plugin(&self) -> &str {
+        &self.plugin
+    }
 }
 
 impl HostState {
@@ -49,6 +67,7 @@ pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<
             .build(),
         rng: None,
         last_panic: None,
+        budget: Budget { fuel: limits.fuel, deadline: limits.deadline, memory_bytes: limits.memory_bytes },
     };
     let mut store = Store::new(&pe.engine, state);
     store.limiter(|s| &mut s.limits);
@@ -59,12 +78,20 @@ pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<
 /// Reset the per-call budget: fuel and the wall-clock deadline. Called before every
 /// call into the plugin.
 pub fn arm(store: &mut Store<HostState>, limits: &Limits) {
-    store.data_mut().last_panic = None;
-    let ticks = limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+    arm_with(store, limits.fuel, limits.deadline);
+}
+
+/// [`arm`] with an explicit budget (`configure` gets one sized to its input).
+pub fn arm_with(store: &mut Store<HostState>, fuel: u64, deadline: std::time::Duration) {
+    let state = store.data_mut();
+    state.last_panic = None;
+    state.budget.fuel = fuel;
+    state.budget.deadline = deadline;
+    let ticks = deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
     // +1: the current tick may be about to end.
     store.set_epoch_deadline(ticks + 1);
     // `set_fuel` fails only when fuel is disabled in the engine, which it never is.
-    let _ = store.set_fuel(limits.fuel);
+    let _ = store.set_fuel(fuel);
 }
 
 impl types::Host for HostState {}

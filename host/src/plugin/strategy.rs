@@ -30,6 +30,13 @@ impl Kind for StrategyKind {
     type Answer = ();
     const NAME: &'static str = "strategy";
 
+    fn input_bytes(routes: &Self::Data) -> usize {
+        let backend = |b: &wit::BackendInfo| {
+            64 + b.provider.len() + b.model.len() + b.tags.iter().map(|t| 16 + t.len()).sum::<usize>()
+        };
+        routes.iter().map(|r| 32 + r.name.len() + r.backends.iter().map(backend).sum::<usize>()).sum()
+    }
+
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState> {
         &pe.strategy_linker
     }
