@@ -63,6 +63,7 @@ fn sse(c: &mut Criterion) {
                     closing: tokio_util::sync::CancellationToken::new(),
                     dialect: berry::adapter::Dialect::OpenAi,
                     h2_write_timeout: None,
+                    redactor: snapshot.redactor.clone(),
                 };
                 let mut body = relay_stream(upstream, finish, relay);
                 let mut bytes = 0;

@@ -14,6 +14,7 @@
 //! - [`server`]: the HTTP front door and its handlers.
 //! - [`adapter`]: the wire formats of providers (OpenAI, Azure, Anthropic, Gemini).
 //! - [`mock`]: the embedded mock provider (OpenAI, Anthropic and Gemini formats).
+//! - [`redact`]: configured secrets kept out of relayed provider failures and logs.
 
 pub mod adapter;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod mock;
 pub mod plugin;
 pub mod ratelimit;
+pub mod redact;
 pub mod relay;
 pub mod scaffold;
 pub mod server;

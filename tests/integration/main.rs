@@ -13,6 +13,7 @@ mod messages;
 mod operations;
 mod platform;
 mod providers;
+mod redaction;
 mod relay;
 mod reload;
 mod routing;

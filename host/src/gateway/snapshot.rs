@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub body_budget: Arc<crate::server::upload::BodyBudget>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end.
     pub closing: tokio_util::sync::CancellationToken,
+    /// Replaces this configuration's secrets in provider text Berry relays or logs.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 impl Snapshot {
@@ -156,6 +158,7 @@ impl Snapshot {
             limiter: shared.limiter.clone(),
             body_budget,
             closing: shared.signals.closing.clone(),
+            redactor: Arc::new(crate::redact::of_config(&config)),
             config: Arc::new(config),
         })
     }

@@ -53,6 +53,8 @@ pub struct Reply<'a> {
     pub client_model: &'a str,
     pub include_usage: bool,
     pub dialect: Dialect,
+    /// Keeps the configuration's secrets out of the provider's failures.
+    pub redactor: &'a crate::redact::Redactor,
 }
 
 /// A non-streaming attempt: the whole exchange (connect, headers, body) must finish
@@ -161,7 +163,9 @@ fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attem
     if status.is_success() {
         let usage = usage::of_json(&bytes);
         return match reply.plan.answer(bytes, reply.adapter, reply.model, reply.client_model) {
-            Ok(body) => Attempt::Answer(passthrough(status, &parts.headers, body, native), Outcome::Success, usage),
+            Ok(body) => {
+                Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::Success, usage)
+            }
             Err(e) => Attempt::Retry(ErrorClass::Server, format!("the provider's answer could not be read: {e}"), None),
         };
     }
@@ -173,7 +177,8 @@ fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attem
         // The caller's own bad request: hand the provider's explanation back.
         None if status.is_client_error() => {
             let body = reply.plan.client_error(status.as_u16(), bytes, reply.adapter, reply.dialect);
-            Attempt::Answer(passthrough(status, &parts.headers, body, native), Outcome::ClientError, None)
+            let body = reply.redactor.bytes(body);
+            Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::ClientError, None)
         }
         None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16()), None),
     }
@@ -199,7 +204,13 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// A complete answer for the client. A translated one is JSON whatever the provider
 /// sent; either way the provider's useful headers come along.
-fn passthrough(status: StatusCode, upstream: &HeaderMap, bytes: Bytes, native: bool) -> Response<BerryBody> {
+fn passthrough(
+    status: StatusCode,
+    upstream: &HeaderMap,
+    bytes: Bytes,
+    native: bool,
+    reply: &Reply<'_>,
+) -> Response<BerryBody> {
     let mut response = Response::new(full(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = HeaderMap::with_capacity(8);
@@ -209,13 +220,18 @@ fn passthrough(status: StatusCode, upstream: &HeaderMap, bytes: Bytes, native: b
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    relay_headers(upstream, response.headers_mut());
+    relay_headers(upstream, response.headers_mut(), reply.redactor);
     response
 }
 
 /// The response to a stream: what describes the stream, and the provider's useful
 /// headers; hop-by-hop headers stay behind.
-pub fn stream_response(upstream: &http::response::Parts, native: bool, body: BerryBody) -> Response<BerryBody> {
+pub fn stream_response(
+    upstream: &http::response::Parts,
+    native: bool,
+    body: BerryBody,
+    redactor: &crate::redact::Redactor,
+) -> Response<BerryBody> {
     let mut response = Response::new(body);
     *response.status_mut() = upstream.status;
     let headers = response.headers_mut();
@@ -227,23 +243,23 @@ pub fn stream_response(upstream: &http::response::Parts, native: bool, body: Ber
         .unwrap_or_else(|| HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    relay_headers(&upstream.headers, headers);
+    relay_headers(&upstream.headers, headers, redactor);
     response
 }
 
 /// Provider headers a client can use: rate-limit state (`x-ratelimit-*`,
 /// `anthropic-ratelimit-*`), processing time, and the provider's request id (as
 /// `x-upstream-request-id`: `x-request-id` is Berry's own).
-fn relay_headers(upstream: &HeaderMap, to: &mut HeaderMap) {
+fn relay_headers(upstream: &HeaderMap, to: &mut HeaderMap, redactor: &crate::redact::Redactor) {
     for (name, value) in upstream {
         let n = name.as_str();
         if n.starts_with("x-ratelimit-") || n.starts_with("anthropic-ratelimit-") || n == "openai-processing-ms" {
-            to.append(name.clone(), value.clone());
+            to.append(name.clone(), redactor.header(value));
         }
     }
     let request_id = ["x-request-id", "request-id", "x-goog-request-id"].iter().find_map(|n| upstream.get(*n));
     if let Some(id) = request_id {
-        to.insert(HeaderName::from_static("x-upstream-request-id"), id.clone());
+        to.insert(HeaderName::from_static("x-upstream-request-id"), redactor.header(id));
     }
 }
 

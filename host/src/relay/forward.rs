@@ -229,6 +229,7 @@ impl<'a> Walk<'a> {
             client_model: &self.body.model,
             include_usage: self.body.include_usage,
             dialect: self.endpoint.dialect(),
+            redactor: &snapshot.redactor,
         };
         let in_flight = backend.health.start();
         let started = Instant::now();
@@ -265,11 +266,13 @@ impl<'a> Walk<'a> {
                     closing: snapshot.closing.clone(),
                     dialect: self.endpoint.dialect(),
                     h2_write_timeout: self.client_http2.then_some(settings.client_write_timeout),
+                    redactor: snapshot.redactor.clone(),
                 };
                 let body = relay_stream(rest, finish, relay);
-                Some(attempt::stream_response(&parts, target.plan.is_native(), body))
+                Some(attempt::stream_response(&parts, target.plan.is_native(), body, &snapshot.redactor))
             }
             Attempt::Retry(class, description, retry_after) => {
+                let description = snapshot.redactor.text(&description).into_owned();
                 route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
                 backend.count_attempt(&snapshot.metrics, Outcome::Failure(class));
                 tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");

@@ -108,6 +108,7 @@ struct RelayStream<B> {
     /// The API the client speaks: the shape of the error event.
     dialect: Dialect,
     usage: super::usage::SseUsage,
+    redactor: Arc<crate::redact::Redactor>,
 }
 
 /// How a started stream is relayed.
@@ -125,6 +126,8 @@ pub struct Relay {
     /// For an HTTP/2 client: how long a frame may wait for the client to take it
     /// (see [`pumped`]). HTTP/1 clients are covered by the socket's write guard.
     pub h2_write_timeout: Option<Duration>,
+    /// Keeps the configuration's secrets out of the provider's error events.
+    pub redactor: Arc<crate::redact::Redactor>,
 }
 
 /// Relay `upstream` to the client. Generic over the body so benches can feed it
@@ -146,6 +149,7 @@ where
         translator: relay.translator,
         dialect: relay.dialect,
         usage: relay.usage,
+        redactor: relay.redactor,
     };
     match relay.h2_write_timeout {
         None => stream.boxed_unsync(),
@@ -302,6 +306,8 @@ impl<B> RelayStream<B> {
         message: &str,
         class: ErrorClass,
     ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let redactor = self.redactor.clone();
+        let message = &*redactor.text(message);
         self.done = true;
         self.events.discard();
         if let Some(finish) = self.finish.take() {
@@ -377,7 +383,7 @@ where
             // A translator's output is whole events already; raw bytes are framed.
             let out = if this.translator.is_some() { Some(first) } else { this.events.push(first) };
             if let Some(out) = out {
-                return Poll::Ready(Some(Ok(Frame::data(out))));
+                return Poll::Ready(Some(Ok(Frame::data(this.redactor.stream_chunk(out)))));
             }
         }
         if this.done {
@@ -394,7 +400,7 @@ where
                     // Trailers have no place in an SSE response; data passes on.
                     let Ok(data) = frame.into_data() else { continue };
                     match this.take(data) {
-                        Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                        Ok(Some(out)) => return Poll::Ready(Some(Ok(Frame::data(this.redactor.stream_chunk(out))))),
                         Ok(None) => {}
                         Err(fault) => return this.fail(&fault.message, fault.class),
                     }
