@@ -33,6 +33,8 @@ fn check_config_accepts_every_example() {
                 .output()
                 .expect("run berry");
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("attempt_timeout_seconds"), "{}: sets an attempt cap: {stderr}", path.display());
             checked += 1;
         }
     }
@@ -89,6 +91,34 @@ fn check_config_reports_unknown_keys_and_bad_values_with_paths() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Issue 17, item 7: with retries on and no cap on one attempt, a hung backend
+/// holds its requests for the whole budget; `check-config` says so, and the shipped
+/// configs set a cap.
+#[test]
+fn check_config_warns_when_a_hung_backend_could_not_be_failed_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("berry.toml");
+    let config = |settings: &str| {
+        format!(
+            "[settings]\n{settings}\n[providers.up]\nbase_url = \"mock://up\"\nmodels = [\"m\"]\n\
+             [models.m]\nname = \"m\"\n[[models.m.backends]]\nprovider = \"up\"\nmodel = \"m\"\n\
+             [users.a]\ntoken = \"berry-a-token\"\n"
+        )
+    };
+    let warning = |settings: &str| {
+        std::fs::write(&path, config(settings)).expect("write");
+        let out = berry().arg("check-config").arg(&path).env("BERRY_CACHE_DIR", "").output().expect("run berry");
+        assert!(out.status.success(), "a warning, not an error: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).lines().find(|l| l.contains("attempt_timeout_seconds")).map(str::to_string)
+    };
+    let line = warning("max_retries = 2").expect("a warning about the missing attempt cap");
+    assert!(line.starts_with("warning: settings.attempt_timeout_seconds") && line.contains("504"), "{line}");
+    assert_eq!(warning("max_retries = 2\nattempt_timeout_seconds = 10"), None);
+    assert_eq!(warning("max_retries = 0"), None, "no retries: nothing to fail over to");
+    let demo = berry().arg("check-config").arg(repo().join("config/berry.toml")).output().expect("run berry");
+    assert!(!String::from_utf8_lossy(&demo.stderr).contains("attempt_timeout_seconds"), "the demo config sets a cap");
 }
 
 /// The README's run command: `berry` with no arguments, from the repository root,

@@ -130,6 +130,7 @@ impl Validator<'_> {
             seconds => self.seconds("auth.cache_seconds", seconds, 10.0),
         };
         self.serves_someone(&models, &users, &policy);
+        self.hung_backends_can_fail_over(&settings, &providers);
         Config {
             settings,
             providers,
@@ -140,6 +141,32 @@ impl Validator<'_> {
             source: None,
             warnings: Vec::new(),
         }
+    }
+
+    /// Retries are only worth something if an attempt on a hung backend ends before
+    /// the request's budget does: without a per-attempt cap, the first attempt may
+    /// take all of `request_timeout_seconds`, and the request gets 504 instead of
+    /// failing over.
+    fn hung_backends_can_fail_over(&mut self, settings: &Settings, providers: &BTreeMap<String, Provider>) {
+        if settings.max_retries == 0 || settings.attempt_timeout.is_some() {
+            return;
+        }
+        let uncapped: Vec<&str> =
+            providers.values().filter(|p| p.enabled && p.timeout.is_none()).map(|p| p.key.as_str()).collect();
+        if uncapped.is_empty() {
+            return;
+        }
+        self.warn(
+            "settings.attempt_timeout_seconds",
+            format!(
+                "not set, with max_retries = {}: a request that picks a hung backend ({}) waits all of \
+                 request_timeout_seconds ({}s) on it and gets 504 instead of failing over; set \
+                 attempt_timeout_seconds (or providers.X.timeout_seconds) below request_timeout_seconds",
+                settings.max_retries,
+                uncapped.join(", "),
+                settings.request_timeout.as_secs_f64()
+            ),
+        );
     }
 
     /// A config that would answer every request with an error is never what the
