@@ -98,8 +98,10 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
-        // Bounded: a plugin cannot flood the log with megabyte lines.
+        // Bounded: a plugin cannot flood the log with megabyte lines, nor write
+        // characters that change how the log reads.
         let message: String = message.chars().take(2048).collect();
+        let message = crate::telemetry::clean::escape(&message).into_owned();
         if level == host::Level::Error && message.starts_with("plugin panicked") {
             self.last_panic = Some(message.clone());
         }

@@ -17,7 +17,42 @@ const OBSERVES_SECTION: &str = "berry:observes";
 /// The stamps found in a component (usually one; none for a plugin not built
 /// with the SDK).
 pub fn stamps(bytes: &[u8]) -> Result<Vec<String>, String> {
-    sections(bytes, SECTION)
+    Ok(sections(bytes, SECTION)?.iter().flat_map(|s| versions_in(s)).collect())
+}
+
+/// The versions in one stamp section. The linker joins sections of the same name
+/// end to end, so a plugin linking two stamps carries "0.9.00.1.0": split it back
+/// into versions (semver numbers have no leading zeros, which keeps it unambiguous
+/// in practice; where it is not, the split with the most versions wins).
+fn versions_in(text: &str) -> Vec<String> {
+    fn number(s: &str) -> Vec<usize> {
+        // The lengths a number may have at the start of `s`.
+        match s.as_bytes().first() {
+            Some(b'0') => vec![1],
+            Some(b'1'..=b'9') => (1..=s.bytes().take_while(u8::is_ascii_digit).count()).collect(),
+            _ => Vec::new(),
+        }
+    }
+    fn split(s: &str) -> Option<Vec<String>> {
+        if s.is_empty() {
+            return Some(Vec::new());
+        }
+        for major in number(s) {
+            let Some(rest) = s[major..].strip_prefix('.') else { continue };
+            for minor in number(rest) {
+                let Some(rest2) = rest[minor..].strip_prefix('.') else { continue };
+                for patch in number(rest2) {
+                    if let Some(mut tail) = split(&rest2[patch..]) {
+                        let len = major + 1 + minor + 1 + patch;
+                        tail.insert(0, s[..len].to_string());
+                        return Some(tail);
+                    }
+                }
+            }
+        }
+        None
+    }
+    split(text).unwrap_or_else(|| vec![text.to_string()])
 }
 
 /// The contents of every custom section `name` in a component.
@@ -58,7 +93,7 @@ pub struct Stamps {
 /// Check a plugin's stamps.
 pub fn check(plugin: &str, bytes: &[u8]) -> Result<Stamps, PluginError> {
     let err = |message: String| PluginError::Load { plugin: plugin.to_string(), message };
-    let found = sections(bytes, SECTION).map_err(err)?;
+    let found = stamps(bytes).map_err(err)?;
     if let Some(bad) = found.iter().find(|v| !compatible(v)) {
         return Err(err(format!(
             "was built with berry-plugin-sdk for WIT berry:gateway@{bad}, but this gateway speaks berry:gateway@{WIT_VERSION}: \
@@ -80,6 +115,14 @@ mod tests {
         assert!(!compatible("0.2.0"));
         assert!(!compatible("1.1.0"));
         assert!(!compatible("garbage"));
+    }
+
+    #[test]
+    fn joined_stamps_are_split_back_into_versions() {
+        assert_eq!(versions_in("0.1.0"), ["0.1.0"]);
+        assert_eq!(versions_in("0.9.00.1.0"), ["0.9.0", "0.1.0"]);
+        assert_eq!(versions_in("1.10.20.1.0"), ["1.10.2", "0.1.0"]);
+        assert_eq!(versions_in("garbage"), ["garbage"]);
     }
 
     #[test]

@@ -19,13 +19,15 @@ const MAX_HEADER_VALUE: usize = 1024;
 /// the sandbox, under its fuel budget) as large as it likes.
 pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 
-/// The caller's token: `Authorization: Bearer …`, else `x-api-key`.
+/// The caller's token: `Authorization: Bearer …` (the scheme in any case, as
+/// RFC 9110 says), else `x-api-key`.
 pub fn token(headers: &HeaderMap) -> &str {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).unwrap_or("")
 }
 
@@ -84,4 +86,24 @@ pub fn authenticate(
 /// Whether `principal` may use `model` (an empty list allows every model).
 pub fn allowed(principal: &wit::Principal, model: &str) -> bool {
     principal.allowed_models.is_empty() || principal.allowed_models.iter().any(|m| m == model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let with = |name: &'static str, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static(value));
+            token(&headers).to_string()
+        };
+        for value in ["Bearer tok", "bearer tok", "BEARER tok", "BeArEr   tok ", " Bearer tok"] {
+            assert_eq!(with("authorization", value), "tok", "{value:?}");
+        }
+        assert_eq!(with("authorization", "Basic dG9r"), "");
+        assert_eq!(with("authorization", "Bearertok"), "");
+        assert_eq!(with("x-api-key", "tok"), "tok");
+    }
 }

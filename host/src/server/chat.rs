@@ -14,6 +14,7 @@ use super::upload;
 use crate::error::GatewayError;
 use crate::gateway::Snapshot;
 use crate::relay::{self, Endpoint, RequestBody};
+use crate::telemetry::clean::clip;
 
 pub async fn relay(
     snapshot: &Arc<Snapshot>,
@@ -56,14 +57,14 @@ pub async fn relay(
 
     // === route ===
     let route = snapshot.routes.get(&*body.model).filter(|r| r.enabled).ok_or_else(|| {
-        GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", body.model))
+        GatewayError::not_found("model_not_found", format!("The model '{}' does not exist.", clip(&body.model)))
             .with_param("model")
     })?;
     log.route = Some(route.clone());
     if !allowed(&principal, &body.model) {
         return Err(GatewayError::forbidden(
             "model_not_allowed",
-            format!("You are not allowed to use the model '{}'.", body.model),
+            format!("You are not allowed to use the model '{}'.", clip(&body.model)),
         ));
     }
     let pin = match &body.backend {
@@ -75,7 +76,7 @@ pub async fn relay(
         Some(pin) => Some(route.pinned(pin).ok_or_else(|| {
             GatewayError::bad_request(
                 "unknown_backend",
-                format!("No enabled backend '{pin}' for model '{}'.", body.model),
+                format!("No enabled backend '{}' for model '{}'.", clip(pin), clip(&body.model)),
             )
             .with_param("backend")
         })?),

@@ -41,10 +41,11 @@ pub fn model(
             StatusCode::OK,
             &json!({ "id": r.name, "object": "model", "created": 0, "owned_by": "berry" }),
         )),
-        None => {
-            Err(GatewayError::not_found("model_not_found", format!("The model '{id}' does not exist."))
-                .with_param("model"))
-        }
+        None => Err(GatewayError::not_found(
+            "model_not_found",
+            format!("The model '{}' does not exist.", crate::telemetry::clean::clip(id)),
+        )
+        .with_param("model")),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::health::now_ms;
 use crate::plugin::{CompiledPlugin, Limits};
+use crate::telemetry::clean::clip;
 
 /// Largest plugin upload accepted.
 const MAX_PLUGIN_BYTES: usize = 64 << 20;
@@ -34,7 +35,7 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
         (p, m) if p.starts_with("/admin/plugins/") => {
             let name = p.trim_start_matches("/admin/plugins/").to_string();
             if name.is_empty() || name.contains('/') {
-                return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {p}")));
+                return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {}", clip(p))));
             }
             match *m {
                 Method::PUT | Method::POST => {
@@ -58,7 +59,7 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
                 _ => Err(GatewayError::method_not_allowed()),
             }
         }
-        _ => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+        _ => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {}", clip(&path)))),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::adapter::Dialect;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::relay::Endpoint;
+use crate::telemetry::clean::clip;
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -63,7 +64,9 @@ async fn dispatch(
             "weights" => None,
             _ => match rest.strip_prefix("models/").and_then(|r| r.strip_suffix("/weights")) {
                 Some(model) if !model.is_empty() => Some(model),
-                _ => return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+                _ => {
+                    return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {}", clip(path))));
+                }
             },
         };
         return admin::weights(snapshot, request.headers(), model);
@@ -101,7 +104,7 @@ async fn dispatch(
             }
         }
         ("/v1/models" | "/models" | "/v1/health" | "/health", _) => Err(GatewayError::method_not_allowed()),
-        (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {path}"))),
+        (path, _) => Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {}", clip(path)))),
     }
 }
 

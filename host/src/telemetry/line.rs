@@ -206,8 +206,11 @@ fn address(out: &mut Vec<u8>, address: SocketAddr) {
     }
 }
 
-/// `value` as a quoted string, escaped for both JSON and `tracing`'s text format.
+/// `value` as a quoted string, escaped for both JSON and `tracing`'s text format,
+/// cut to [`super::clean::MAX_ECHO_CHARS`]; control, format and separator characters
+/// (a bidirectional override, U+2028) are escaped, never written as themselves.
 fn quoted(out: &mut Vec<u8>, value: &str) {
+    let value = &*super::clean::clip(value);
     out.push(b'"');
     // The usual case (ids, names): nothing to escape.
     if value.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
@@ -222,8 +225,12 @@ fn quoted(out: &mut Vec<u8>, value: &str) {
             '\n' => out.extend_from_slice(b"\\n"),
             '\r' => out.extend_from_slice(b"\\r"),
             '\t' => out.extend_from_slice(b"\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+            c if super::clean::is_unsafe(c) => {
+                // JSON's escape; beyond the BMP, as a surrogate pair.
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
             }
             c => {
                 let mut utf8 = [0u8; 4];
@@ -313,6 +320,13 @@ mod tests {
         };
         assert_eq!(q("req_1"), "\"req_1\"");
         assert_eq!(q("a\"b\\c\nd\u{7}é"), "\"a\\\"b\\\\c\\nd\\u0007é\"");
+        // Issue 17, item 10: bidirectional overrides and line separators are escaped.
+        assert_eq!(q("m\u{202E}x\u{2028}y\u{2029}\u{E0001}"), "\"m\\u202ex\\u2028y\\u2029\\udb40\\udc01\"");
+        let escaped: serde_json::Value = serde_json::from_str(&q("\u{202E}\u{E0001}")).expect("JSON");
+        assert_eq!(escaped, "\u{202E}\u{E0001}", "JSON readers get the characters back");
+        // Issue 17, item 9: a huge value is cut, and says so.
+        let huge = q(&"m".repeat(1_000_000));
+        assert!(huge.len() < 400 && huge.ends_with("…(cut: 1000000 bytes in all)\""), "{}", &huge[huge.len() - 40..]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - the per-request line ([`request_line`]) is formatted by hand into that buffer,
 //!   in the same shape the `tracing` formatter gives every other line.
 
+pub mod clean;
 mod line;
 mod sink;
 
