@@ -30,6 +30,9 @@ for model in models:
         assert message.content[0].text.endswith(f"You said: hello {i}"), message
         assert message.stop_reason == "end_turn", message
         assert message.usage.output_tokens > 0, message.usage
+        # The upstream's model name, translated or not; the SDK's request id.
+        assert message.model == "up-model", message.model
+        assert (message._request_id or "").startswith("req_"), message._request_id
 
         with client.messages.stream(
             model=model, max_tokens=100, messages=[{"role": "user", "content": f"stream {i}"}]
@@ -38,6 +41,7 @@ for model in models:
             final = stream.get_final_message()
         assert text.endswith(f"You said: stream {i}"), text
         assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final
+        assert final.model == "up-model", final.model
 
         # Tools, streamed: the SDK assembles the tool_use block from its JSON pieces.
         with client.messages.stream(
@@ -78,5 +82,17 @@ except anthropic.NotFoundError:
     pass
 else:
     raise AssertionError("an unknown model must raise NotFoundError")
+
+# A caller over its rate limit gets Anthropic's error shape too.
+limited = anthropic.Anthropic(base_url=base_url, api_key=os.environ["BERRY_LIMITED_TOKEN"], max_retries=0)
+limited.messages.create(model=models[0], max_tokens=10, messages=[{"role": "user", "content": "once"}])
+try:
+    limited.messages.create(model=models[0], max_tokens=10, messages=[{"role": "user", "content": "twice"}])
+except anthropic.RateLimitError as e:
+    assert e.status_code == 429
+    assert e.body["type"] == "error" and e.body["error"]["type"] == "rate_limit_error", e.body
+    assert e.response.headers.get("request-id", "").startswith("req_"), e.response.headers
+else:
+    raise AssertionError("a caller over its rate limit must raise RateLimitError")
 
 print("anthropic SDK end-to-end: OK")

@@ -35,9 +35,28 @@ with client.chat.completions.create(
 assert chunks >= 3, chunks
 assert "stream please" in "".join(pieces), pieces
 
-# Model list.
-ids = [m.id for m in client.models.list()]
-assert model in ids, ids
+# Model list: real creation times (when the model entered the gateway's config).
+listed = list(client.models.list())
+assert model in [m.id for m in listed], listed
+assert all(m.created > 1_600_000_000 for m in listed), listed
+
+# One rule for the answer's `model`: the upstream's own name, never the alias the
+# client sent; the serving backend is named in a header.
+raw = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "who"}])
+assert raw.parse().model == "up-model", raw.parse().model
+assert raw.headers.get("x-berry-backend") == "up/up-model", raw.headers
+
+# Legacy completions, streamed: text_completion chunks the SDK can read.
+pieces = [chunk.choices[0].text for chunk in client.completions.create(
+    model=model, prompt="complete me", stream=True) if chunk.choices]
+assert len(pieces) >= 2 and "".join(pieces).endswith("You said: complete me"), pieces
+
+# Embeddings: the SDK asks for base64 by default and decodes it; the floats it gets
+# are the ones asked for as floats.
+decoded = client.embeddings.create(model=model, input="embed me").data[0].embedding
+floats = client.embeddings.create(model=model, input="embed me", encoding_format="float").data[0].embedding
+assert len(decoded) == 8 and any(abs(v) > 0.01 for v in decoded), decoded
+assert all(abs(a - b) < 1e-6 for a, b in zip(decoded, floats)), (decoded, floats)
 
 # A wrong key raises the SDK's AuthenticationError (HTTP 401, OpenAI-shaped body).
 bad = openai.OpenAI(base_url=base_url, api_key="berry-not-a-real-token", max_retries=0)
@@ -65,6 +84,7 @@ if mixed:
         reply = client.chat.completions.create(model=mixed, messages=[{"role": "user", "content": f"mixed {i}"}])
         assert reply.choices[0].message.content.endswith(f"You said: mixed {i}"), reply
         assert reply.usage.completion_tokens > 0, reply.usage
+        assert reply.model == "up-model", reply.model
     for i in range(3):
         pieces = []
         with client.chat.completions.create(

@@ -70,6 +70,9 @@ async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
     toml.push_str(
         "[models.claude]\nname = \"claude\"\n[[models.claude.backends]]\nprovider = \"an\"\nmodel = \"up-model\"\n",
     );
+    toml.push_str(
+        "[users.limited]\ntoken = \"berry-limited-token\"\n[users.limited.rate_limit]\nrequests_per_minute = 1\n",
+    );
     let gw = TestGateway::start(&toml).await;
     let python = tokio::task::spawn_blocking(python_with_sdks).await.expect("join");
 
@@ -84,6 +87,7 @@ async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
         ("BERRY_TOKEN", TOKEN.to_string()),
         ("BERRY_MODEL", "mixed".to_string()),
         ("BERRY_NATIVE_MODEL", "claude".to_string()),
+        ("BERRY_LIMITED_TOKEN", "berry-limited-token".to_string()),
     ];
     for (script, env, ok) in [
         ("openai_client.py", openai_env, "openai SDK end-to-end: OK"),

@@ -24,6 +24,9 @@ pub struct RouteBackend {
     pub health: Arc<BackendHealth>,
     /// "provider/model", for logs, metrics and errors (never secrets).
     pub label: Arc<str>,
+    /// The label as the `x-berry-backend` header of the answers this backend serves
+    /// (`None` if the names are not valid in a header).
+    pub label_header: Option<http::HeaderValue>,
     /// This backend's attempt counters, one per outcome, looked up in the metric
     /// family once instead of on every request.
     attempts: [OnceLock<Counter>; Outcome::COUNT],
@@ -42,7 +45,8 @@ pub struct Target {
 
 impl RouteBackend {
     pub fn new(config: Backend, provider: Arc<ProviderRuntime>, health: Arc<BackendHealth>) -> Self {
-        let label = format!("{}/{}", config.provider, config.model).into();
+        let label: Arc<str> = format!("{}/{}", config.provider, config.model).into();
+        let label_header = http::HeaderValue::from_str(&label).ok();
         let targets = Endpoint::ALL
             .iter()
             .flat_map(|&endpoint| [false, true].map(|stream| (endpoint, stream)))
@@ -57,6 +61,7 @@ impl RouteBackend {
             provider,
             health,
             label,
+            label_header,
             attempts: Default::default(),
             targets,
             requests: RequestCounters::default(),
@@ -96,6 +101,9 @@ pub struct Route {
     pub sequence: AtomicU64,
     /// This route's metric series.
     pub series: RouteSeries,
+    /// Unix time (seconds) the model first appeared in this gateway's configuration:
+    /// `created` in the model list.
+    pub created: u64,
 }
 
 impl Route {

@@ -93,6 +93,7 @@ impl Snapshot {
 
         let mut routes = HashMap::new();
         let mut route_order = Vec::new();
+        let loaded_at = crate::health::now_ms() / 1000;
         for (name, model_indices) in &by_strategy {
             let Some(strategy) = strategies.get(name) else { continue };
             for (strategy_index, &i) in model_indices.iter().enumerate() {
@@ -107,9 +108,10 @@ impl Snapshot {
                     };
                     backends.push(RouteBackend::new(b.clone(), provider, health.get_or_create(&b.provider, &b.model)));
                 }
-                let previous_sequence = previous
-                    .and_then(|p| p.routes.get(&m.name))
-                    .map_or(0, |r| r.sequence.load(std::sync::atomic::Ordering::Relaxed));
+                let before = previous.and_then(|p| p.routes.get(&m.name));
+                let previous_sequence = before.map_or(0, |r| r.sequence.load(std::sync::atomic::Ordering::Relaxed));
+                // When the model first appeared in this gateway's configuration.
+                let created = before.map_or(loaded_at, |r| r.created);
                 let route = Arc::new(Route {
                     name: m.name.clone(),
                     enabled: m.enabled,
@@ -118,6 +120,7 @@ impl Snapshot {
                     backends,
                     sequence: AtomicU64::new(previous_sequence),
                     series: Default::default(),
+                    created,
                 });
                 routes.insert(m.name.clone(), route.clone());
                 route_order.push((i, route));

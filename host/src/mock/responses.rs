@@ -95,6 +95,7 @@ pub fn answer(api: &Api, body: &Bytes, settings: &MockSettings, break_mid_stream
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     match api {
         Api::Embeddings => embeddings(&request, &model, settings),
+        Api::Completions if stream => stream_completions(&request, &model, settings, break_mid_stream),
         Api::Completions => completions(&request, &model, settings),
         Api::Responses => super::openai_responses::answer(&request, &model, settings, stream, break_mid_stream),
         Api::Messages => super::anthropic::answer(&request, &model, settings, stream, break_mid_stream),
@@ -235,7 +236,40 @@ fn completions(request: &Value, model: &str, settings: &MockSettings) -> Respons
     )
 }
 
+/// A streamed legacy completion: `text_completion` chunks, as OpenAI sends them.
+fn stream_completions(
+    request: &Value,
+    model: &str,
+    settings: &MockSettings,
+    break_mid_stream: bool,
+) -> Response<MockBody> {
+    let reply = reply_text(request);
+    let id = format!("cmpl-mock-{}", fastrand::u32(..));
+    let created = now_s();
+    let chunk = |text: &str, finish: Value| {
+        json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "system_fingerprint": settings.name,
+            "choices": [{ "index": 0, "text": text, "finish_reason": finish, "logprobs": null }],
+        })
+    };
+    let mut events: Vec<Value> =
+        split_even(&reply, settings.chunks.max(1) as usize).iter().map(|piece| chunk(piece, Value::Null)).collect();
+    events.push(chunk("", json!("stop")));
+    if request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true) {
+        let mut last = chunk("", Value::Null);
+        last["choices"] = json!([]);
+        last["usage"] = usage(request, &reply);
+        events.push(last);
+    }
+    let mut frames: Vec<Bytes> = events.iter().map(|e| Bytes::from(format!("data: {e}\n\n"))).collect();
+    frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    sse_response(frames, settings, break_mid_stream)
+}
+
 fn embeddings(request: &Value, model: &str, settings: &MockSettings) -> Response<MockBody> {
+    // The Node SDK asks for base64 by default: little-endian f32s, base64-encoded.
+    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let inputs: Vec<String> = match request.get("input") {
         Some(Value::Array(items)) => {
             items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)).collect()
@@ -256,7 +290,13 @@ fn embeddings(request: &Value, model: &str, settings: &MockSettings) -> Response
                     ((seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
                 })
                 .collect();
-            json!({ "object": "embedding", "index": i, "embedding": vector })
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| (*v as f32).to_le_bytes()).collect();
+                Value::String(base64_encode(&bytes))
+            } else {
+                json!(vector)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
         })
         .collect();
     let tokens: u64 = inputs.iter().map(|s| words(s)).sum();
@@ -363,6 +403,23 @@ pub fn sse_response(frames: Vec<Bytes>, settings: &MockSettings, break_mid_strea
     response
 }
 
+/// Standard base64 with padding (RFC 4648).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// `frame` preceded by a `: sent_us=…` SSE comment carrying the time now.
 fn stamped(frame: &[u8]) -> Bytes {
     let us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
@@ -375,4 +432,19 @@ pub fn split_even(text: &str, parts: usize) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     let size = chars.len().div_ceil(parts).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_encode;
+
+    #[test]
+    fn base64_is_rfc_4648() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
+    }
 }

@@ -49,8 +49,6 @@ pub struct Reply<'a> {
     pub adapter: &'a dyn Adapter,
     /// The provider's model name.
     pub model: &'a str,
-    /// The model name the client asked for.
-    pub client_model: &'a str,
     pub include_usage: bool,
     pub dialect: Dialect,
     /// Keeps the configuration's secrets out of the provider's failures.
@@ -93,7 +91,7 @@ pub async fn stream(
             let bytes = Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
             return Ok(judge(parts, bytes, reply));
         }
-        let mut translator = reply.plan.stream(reply.adapter, reply.model, reply.client_model, reply.include_usage);
+        let mut translator = reply.plan.stream(reply.adapter, reply.model, reply.include_usage);
         let mut usage = SseUsage::default();
         let fault = |f: crate::adapter::StreamFault| (f.class, f.message);
         loop {
@@ -162,7 +160,7 @@ fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attem
     let native = reply.plan.is_native();
     if status.is_success() {
         let usage = usage::of_json(&bytes);
-        return match reply.plan.answer(bytes, reply.adapter, reply.model, reply.client_model) {
+        return match reply.plan.answer(bytes, reply.adapter, reply.model) {
             Ok(body) => {
                 Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::Success, usage)
             }

@@ -226,7 +226,6 @@ impl<'a> Walk<'a> {
             plan: target.plan,
             adapter,
             model: &backend.config.model,
-            client_model: &self.body.model,
             include_usage: self.body.include_usage,
             dialect: self.endpoint.dialect(),
             redactor: &snapshot.redactor,
@@ -248,7 +247,7 @@ impl<'a> Walk<'a> {
                 if let Some(u) = usage {
                     route.series.count_tokens(&snapshot.metrics, &route.name, self.log.user(), u);
                 }
-                Some(response)
+                Some(served_by(response, backend))
             }
             Attempt::Stream(Started { parts, first, rest, translator, usage }) => {
                 count_retries(snapshot, route, self.attempts);
@@ -269,7 +268,10 @@ impl<'a> Walk<'a> {
                     redactor: snapshot.redactor.clone(),
                 };
                 let body = relay_stream(rest, finish, relay);
-                Some(attempt::stream_response(&parts, target.plan.is_native(), body, &snapshot.redactor))
+                Some(served_by(
+                    attempt::stream_response(&parts, target.plan.is_native(), body, &snapshot.redactor),
+                    backend,
+                ))
             }
             Attempt::Retry(class, description, retry_after) => {
                 let description = snapshot.redactor.text(&description).into_owned();
@@ -353,6 +355,17 @@ fn provider_has_budget<'a>(used: &mut Vec<(&'a str, u32)>, backend: &'a RouteBac
         }
     }
 }
+
+/// Name the backend that served an answer (`x-berry-backend: provider/model`).
+fn served_by(mut response: Response<BerryBody>, backend: &RouteBackend) -> Response<BerryBody> {
+    if let Some(label) = &backend.label_header {
+        response.headers_mut().insert(X_BERRY_BACKEND, label.clone());
+    }
+    response
+}
+
+/// The serving backend, on every relayed answer.
+const X_BERRY_BACKEND: HeaderName = HeaderName::from_static("x-berry-backend");
 
 fn with_json_headers(request: &mut Request<Full<Bytes>>, request_id: &HeaderValue, stream: bool) {
     let headers = request.headers_mut();

@@ -66,15 +66,14 @@ impl Plan {
         serde_json::to_vec(&chat).map(Bytes::from).map_err(|e| e.to_string())
     }
 
-    /// A successful non-streaming answer, in the client's format. `client_model` is
-    /// the model name the client asked for.
-    pub fn answer(
-        &self,
-        bytes: Bytes,
-        adapter: &dyn Adapter,
-        model: &str,
-        client_model: &str,
-    ) -> Result<Bytes, String> {
+    /// A successful non-streaming answer, in the client's format. `model` is the
+    /// backend's model name.
+    ///
+    /// One rule for every endpoint and format: an answer's `model` is the model that
+    /// served it, as the upstream names it (what the provider reports, else the
+    /// backend's configured `model`), never the alias the client sent; the serving
+    /// backend is also named in the `x-berry-backend` header.
+    pub fn answer(&self, bytes: Bytes, adapter: &dyn Adapter, model: &str) -> Result<Bytes, String> {
         if self.is_native() {
             return Ok(bytes);
         }
@@ -83,25 +82,19 @@ impl Plan {
             return Ok(chat);
         }
         let chat: Value = serde_json::from_slice(&chat).map_err(|e| format!("not JSON: {e}"))?;
-        let message = inbound::from_chat(&chat, client_model)?;
+        let message = inbound::from_chat(&chat, model)?;
         serde_json::to_vec(&message).map(Bytes::from).map_err(|e| e.to_string())
     }
 
     /// The translator of a streamed answer (`None`: it passes through).
-    pub fn stream(
-        &self,
-        adapter: &dyn Adapter,
-        model: &str,
-        client_model: &str,
-        include_usage: bool,
-    ) -> Option<Box<dyn StreamTranslator>> {
+    pub fn stream(&self, adapter: &dyn Adapter, model: &str, include_usage: bool) -> Option<Box<dyn StreamTranslator>> {
         match (self.adapter_translates, self.from_messages) {
             (false, false) => None,
             (true, false) => Some(adapter.chat_stream(model, include_usage)),
-            (false, true) => Some(Box::new(FromChat::new(client_model))),
+            (false, true) => Some(Box::new(FromChat::new(model))),
             // Anthropic's closing event carries the token counts: ask the first leg for them.
             (true, true) => {
-                Some(Box::new(Chain::new(adapter.chat_stream(model, true), Box::new(FromChat::new(client_model)))))
+                Some(Box::new(Chain::new(adapter.chat_stream(model, true), Box::new(FromChat::new(model)))))
             }
         }
     }

@@ -22,7 +22,7 @@ pub fn models(
         .route_order
         .iter()
         .filter(|r| r.enabled && allowed(&principal, &r.name))
-        .map(|r| json!({ "id": r.name, "object": "model", "created": 0, "owned_by": "berry" }))
+        .map(|r| model_json(r))
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "object": "list", "data": data })))
 }
@@ -37,16 +37,19 @@ pub fn model(
     let principal = authenticate(snapshot, headers, "")?;
     log.principal = Some(principal.clone());
     match snapshot.routes.get(id).filter(|r| r.enabled && allowed(&principal, &r.name)) {
-        Some(r) => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "id": r.name, "object": "model", "created": 0, "owned_by": "berry" }),
-        )),
+        Some(r) => Ok(json_response(StatusCode::OK, &model_json(r))),
         None => Err(GatewayError::not_found(
             "model_not_found",
             format!("The model '{}' does not exist.", crate::telemetry::clean::clip(id)),
         )
         .with_param("model")),
     }
+}
+
+/// A model as OpenAI lists it; `created` is when it first appeared in this
+/// gateway's configuration.
+fn model_json(route: &crate::gateway::Route) -> Value {
+    json!({ "id": route.name, "object": "model", "created": route.created, "owned_by": "berry" })
 }
 
 /// Whether at least one enabled route has an enabled backend whose circuit is not open.

@@ -17,6 +17,8 @@ use crate::gateway::Gateway;
 use crate::relay::Endpoint;
 use crate::telemetry::clean::clip;
 
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("request-id");
+
 pub async fn handle(
     gateway: Arc<Gateway>,
     client: SocketAddr,
@@ -36,6 +38,10 @@ pub async fn handle(
         log.error = Some(e.code);
         e.into_response_as(dialect)
     });
+    // Anthropic's SDKs read the request id from `request-id`.
+    if dialect == Dialect::Anthropic {
+        response.headers_mut().insert(REQUEST_ID, id.clone());
+    }
     response.headers_mut().insert(X_REQUEST_ID, id);
     log.count(response.status().as_u16());
     // A stream took its own line (written when it ends); this writes nothing then.

@@ -19,8 +19,10 @@ pub fn stop_reason(finish: &str) -> &'static str {
     }
 }
 
-/// An OpenAI chat completion → an Anthropic message.
+/// An OpenAI chat completion → an Anthropic message. Its model is the one the answer
+/// names, else `model` (the backend's).
 pub fn from_chat(chat: &Value, model: &str) -> Result<Value, String> {
+    let model = chat.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(model);
     let choice = chat.pointer("/choices/0").ok_or("the answer has no choices")?;
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();

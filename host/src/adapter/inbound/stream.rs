@@ -44,6 +44,9 @@ pub struct State {
 struct Chunk<'a> {
     #[serde(borrow)]
     id: Option<Cow<'a, str>>,
+    /// The model that answers, as the provider names it.
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     choices: Vec<Choice<'a>>,
     usage: Option<Usage>,
@@ -110,7 +113,9 @@ struct DeltaBody<'a> {
 }
 
 impl FromChat {
-    /// `model` is the name the client asked for, reported back in `message_start`.
+    /// `model` is the backend's model name, reported in `message_start` unless the
+    /// provider's first chunk names its model itself (see `relay::plan`: an answer's
+    /// model is always the upstream's).
     pub fn new(model: &str) -> Self {
         SseTranslator::over(State {
             model: model.to_string(),
@@ -150,6 +155,11 @@ impl SseEvents for State {
         if let Some(error) = chunk.error {
             let message = error.get("message").and_then(|m| m.as_str()).unwrap_or("the provider reported an error");
             return Err(StreamFault { class: ErrorClass::Server, message: message.to_string() });
+        }
+        if !self.started
+            && let Some(model) = chunk.model.as_deref().filter(|m| !m.is_empty())
+        {
+            self.model = model.to_string();
         }
         self.start(out, chunk.id.as_deref().unwrap_or("stream"));
         if let Some(u) = chunk.usage {
@@ -255,7 +265,7 @@ mod tests {
     #[test]
     fn chunks_become_anthropic_events() {
         let stream = concat!(
-            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"model\":\"gpt-like-0613\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
             "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
             "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
             "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
@@ -287,6 +297,6 @@ mod tests {
         );
         assert!(text.contains("\"stop_reason\":\"tool_use\""), "{text}");
         assert!(text.contains("\"usage\":{\"input_tokens\":5,\"output_tokens\":3}"), "{text}");
-        assert!(text.contains("\"model\":\"claude-like\""), "{text}");
+        assert!(text.contains("\"model\":\"gpt-like-0613\""), "the upstream's own name: {text}");
     }
 }
