@@ -14,6 +14,7 @@
 //! - [`server`]: the HTTP front door and its handlers.
 //! - [`adapter`]: the wire formats of providers (OpenAI, Azure, Anthropic, Gemini).
 //! - [`mock`]: the embedded mock provider (OpenAI, Anthropic and Gemini formats).
+//! - [`memory`]: free memory handed back to the system after bursts.
 //! - [`redact`]: configured secrets kept out of relayed provider failures and logs.
 
 pub mod adapter;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod mock;
 pub mod plugin;

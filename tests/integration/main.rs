@@ -10,6 +10,7 @@ mod errors;
 mod hardening;
 mod harness;
 mod health;
+mod memory;
 mod messages;
 mod operations;
 mod platform;

@@ -94,6 +94,7 @@ impl Gateway {
             listen: Mutex::new(None),
         });
         probe::spawn(Arc::downgrade(&gateway));
+        crate::memory::spawn_trimmer(Arc::downgrade(&gateway.metrics));
         Ok(gateway)
     }
 

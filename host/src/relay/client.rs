@@ -52,6 +52,10 @@ fn builder() -> Builder {
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256);
+        // Idle connections kept per provider host between requests. Under load the
+        // connections in use are not idle, so this bounds only what a burst leaves
+        // behind (a TLS connection holds tens of KiB): 64, as nginx's upstream
+        // `keepalive` is usually set, not the burst's thousands.
+        .pool_max_idle_per_host(64);
     builder
 }
