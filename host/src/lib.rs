@@ -29,6 +29,6 @@ pub mod plugin;
 pub mod ratelimit;
 pub mod redact;
 pub mod relay;
-pub mod scaffold;
+pub mod sdk;
 pub mod server;
 pub mod telemetry;

@@ -46,9 +46,31 @@ enum PluginCommand {
         /// Where to create it [default: ./<name>]
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Path to berry-plugin-sdk [default: the one this binary was built with]
+        /// Depend on this berry-plugin-sdk instead of a copy of the binary's own
         #[arg(long)]
         sdk_path: Option<PathBuf>,
+    },
+    /// Write the plugin SDK this binary carries (sources and WIT) into a folder.
+    Sdk {
+        /// The folder to write the SDK crate into (created; must be empty)
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace the SDK files of a folder that has them (an older SDK)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a plugin through the situations the gateway tries before it loads one;
+    /// print each situation, the answer, and whether it passed. Exit 0 when all do.
+    Test {
+        /// The plugin's .wasm file
+        path: PathBuf,
+        /// Try it on the routes (strategy) or users (auth) of this config [default: a
+        /// small config of its own]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// strategy or auth [default: what the plugin exports]
+        #[arg(long, value_parser = ["strategy", "auth"])]
+        kind: Option<String>,
     },
 }
 
@@ -109,6 +131,10 @@ fn run() -> ExitCode {
         Some(Command::MockProvider(args)) => runtime.block_on(mock_provider(args)),
         Some(Command::Plugin(PluginCommand::New { name, kind, dir, sdk_path })) => {
             plugin_new(&name, &kind, dir, sdk_path)
+        }
+        Some(Command::Plugin(PluginCommand::Sdk { out, force })) => plugin_sdk(&out, force),
+        Some(Command::Plugin(PluginCommand::Test { path, config, kind })) => {
+            runtime.block_on(plugin_test(path, config, kind))
         }
     }
 }
@@ -271,12 +297,30 @@ async fn check_config(path: PathBuf) -> ExitCode {
 fn plugin_new(name: &str, kind: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> ExitCode {
     let kind = if kind == "auth" { berry::config::PluginKind::Auth } else { berry::config::PluginKind::Strategy };
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    match berry::scaffold::new_plugin(name, kind, &dir, sdk_path.as_deref()) {
+    match berry::sdk::scaffold::new_plugin(name, kind, &dir, sdk_path.as_deref()) {
         Ok(files) => {
-            for f in files {
-                println!("created {}", f.display());
-            }
-            println!("\nnext: cd {} && cargo build --release", dir.display());
+            println!("created {} ({} files, the SDK included)", dir.display(), files.len());
+            println!(
+                "\nnext: rustup target add wasm32-wasip2   # once per machine\n      cd {} && cargo build --release",
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "CLI output")]
+fn plugin_sdk(out: &std::path::Path, force: bool) -> ExitCode {
+    match berry::sdk::export(out, force) {
+        Ok(files) => {
+            println!(
+                "wrote berry-plugin-sdk {} ({} files) to {}",
+                berry::plugin::version::WIT_VERSION,
+                files.len(),
+                out.display()
+            );
+            println!("depend on it with: berry-plugin-sdk = {{ path = {:?} }}", out.display().to_string());
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
@@ -302,4 +346,21 @@ async fn mock_provider(args: MockArgs) -> ExitCode {
     println!("mock provider listening on {}", server.base_url());
     shutdown_signal().await;
     ExitCode::SUCCESS
+}
+
+/// `berry plugin test`: the report of every situation; exit 0 only when all passed.
+#[allow(clippy::print_stdout, reason = "CLI output")]
+async fn plugin_test(path: PathBuf, config: Option<PathBuf>, kind: Option<String>) -> ExitCode {
+    let kind =
+        kind.map(|k| if k == "auth" { berry::config::PluginKind::Auth } else { berry::config::PluginKind::Strategy });
+    // Off the runtime's threads: the trial compiles and calls the plugin synchronously.
+    let tried = tokio::task::spawn_blocking(move || berry::sdk::try_plugin::run(&path, config.as_deref(), kind)).await;
+    match tried {
+        Ok(Ok(report)) => {
+            print!("{}", report.render());
+            if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Ok(Err(e)) => fail(&e),
+        Err(e) => fail(&format!("the trial panicked: {e}")),
+    }
 }

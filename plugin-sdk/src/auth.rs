@@ -38,6 +38,77 @@ impl Denial {
     }
 }
 
+impl Principal {
+    /// The principal of a configured user: its id, models, tags and limits; admin
+    /// when tagged `admin` (as the stock `token_auth` decides).
+    pub fn of(user: &UserInfo) -> Principal {
+        Principal {
+            id: user.id.clone(),
+            allowed_models: user.allowed_models.clone(),
+            tags: user.tags.clone(),
+            limits: user.limits,
+            admin: user.tags.iter().any(|t| t == "admin"),
+        }
+    }
+}
+
+/// The configured users, found by the token a caller presents: plaintext `token`
+/// and `token_sha256` users alike. Tokens are compared by their SHA-256 digests,
+/// never byte by byte, so response times say nothing about a token's bytes.
+pub struct UserIndex {
+    by_digest: std::collections::BTreeMap<[u8; 32], UserInfo>,
+}
+
+impl UserIndex {
+    /// Index `users`; an error names a user whose `token_sha256` is not 64 hex
+    /// digits, or whose token another user has too.
+    pub fn new(users: Vec<UserInfo>) -> Result<Self, String> {
+        let mut by_digest = std::collections::BTreeMap::new();
+        for user in users {
+            let digest = if !user.token.is_empty() {
+                crate::sha256::sha256(user.token.as_bytes())
+            } else {
+                parse_hex32(&user.token_sha256)
+                    .ok_or_else(|| format!("users.{}: token_sha256 is not 64 hex digits", user.id))?
+            };
+            if by_digest.contains_key(&digest) {
+                return Err(format!("users.{}: token is already used by another user", user.id));
+            }
+            by_digest.insert(digest, user);
+        }
+        Ok(UserIndex { by_digest })
+    }
+
+    /// The user whose token `token` is, enabled or not.
+    pub fn find(&self, token: &str) -> Option<&UserInfo> {
+        if token.is_empty() {
+            return None;
+        }
+        self.by_digest.get(&crate::sha256::sha256(token.as_bytes()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_digest.is_empty()
+    }
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
 /// Compare two byte strings in time that depends only on their lengths, so a caller
 /// cannot learn a token byte by byte from response times.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -130,7 +201,34 @@ macro_rules! export_auth {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    fn user(id: &str, token: &str, sha: &str, tags: &[&str]) -> UserInfo {
+        UserInfo {
+            id: id.into(),
+            name: id.into(),
+            token: token.into(),
+            token_sha256: sha.into(),
+            allowed_models: vec![],
+            enabled: true,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            limits: RateLimits { per_minute: None, per_hour: None, per_day: None },
+        }
+    }
+
+    #[test]
+    fn users_are_found_by_plaintext_or_hashed_tokens() {
+        let hashed = crate::sha256::sha256_hex(b"tok-b");
+        let index =
+            UserIndex::new(vec![user("a", "tok-a", "", &[]), user("b", "", &hashed, &["admin"])]).expect("valid");
+        assert_eq!(index.find("tok-a").map(|u| u.id.as_str()), Some("a"));
+        assert_eq!(index.find("tok-b").map(|u| u.id.as_str()), Some("b"));
+        assert!(index.find("tok-c").is_none() && index.find("").is_none());
+        assert!(Principal::of(index.find("tok-b").expect("b")).admin);
+        assert!(!Principal::of(index.find("tok-a").expect("a")).admin);
+        assert!(UserIndex::new(vec![user("x", "", "zz", &[])]).is_err());
+        assert!(UserIndex::new(vec![user("x", "t", "", &[]), user("y", "t", "", &[])]).is_err());
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_strings() {

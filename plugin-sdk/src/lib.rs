@@ -33,6 +33,7 @@
 extern crate self as berry_plugin_sdk;
 
 pub mod auth;
+pub mod sha256;
 pub mod strategy;
 
 /// The version of the WIT contract (`berry:gateway@…`) this SDK implements, as the
@@ -82,33 +83,13 @@ pub fn now_ms() -> u64 {
 }
 
 #[doc(hidden)]
-pub mod bindings {
-    // One module per world. Each export macro below wires a plugin type into exactly
-    // one of them; the other world's export glue is never instantiated.
-    pub mod strategy {
-        wit_bindgen::generate!({
-            world: "strategy-plugin",
-            path: "../wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_strategy_world",
-            default_bindings_module: "::berry_plugin_sdk::bindings::strategy",
-            runtime_path: "::berry_plugin_sdk::__rt",
-        });
-    }
-    pub mod auth {
-        wit_bindgen::generate!({
-            world: "auth-plugin",
-            path: "../wit",
-            pub_export_macro: true,
-            export_macro_name: "__export_auth_world",
-            default_bindings_module: "::berry_plugin_sdk::bindings::auth",
-            runtime_path: "::berry_plugin_sdk::__rt",
-        });
-    }
-}
+pub mod bindings;
 
 #[doc(hidden)]
-pub use wit_bindgen::rt as __rt;
+pub mod rt;
+
+#[doc(hidden)]
+pub use rt as __rt;
 
 /// Stamp the SDK's WIT version into the plugin's core module as a custom section,
 /// so the host can refuse an incompatible plugin before compiling it.

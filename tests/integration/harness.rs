@@ -266,6 +266,32 @@ pub fn test_plugin(name: &str) -> PathBuf {
     built_workspace("tests/plugins").join(format!("{name}.wasm"))
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A `[plugins.<name>]` entry for `misbehave_later`: a strategy that passes the
+/// trial a gateway gives it at load, then, from `after` on, misbehaves `how` ("trap",
+/// "loop", "hungry", "empty", "bad_indices") on every call. Returns the entry and
+/// the epoch millisecond it starts misbehaving at.
+pub fn misbehave_later(name: &str, how: &str, after: Duration, extra: &str) -> (String, u64) {
+    let from_ms = epoch_ms() + after.as_millis() as u64;
+    let entry = format!(
+        "\n[plugins.{name}]\npath = {:?}\nkind = \"strategy\"\nconfig = {{ from_ms = {from_ms}, how = \"{how}\" }}\n{extra}\n",
+        test_plugin("misbehave_later").display().to_string()
+    );
+    (entry, from_ms)
+}
+
+/// Sleep until the epoch millisecond `ms`.
+pub async fn until_epoch_ms(ms: u64) {
+    let now = epoch_ms();
+    if ms > now {
+        tokio::time::sleep(Duration::from_millis(ms - now + 20)).await;
+    }
+}
+
 /// The example plugins (examples/), built once per test run from source.
 pub fn example_plugin(name: &str) -> PathBuf {
     built_workspace("examples").join(format!("{name}.wasm"))

@@ -44,8 +44,8 @@ async fn memory_returns_after_a_burst_of_streams() {
     std::fs::write(
         &path,
         format!(
-            "[settings]\n# Kept-alive client connections close 2 s after the burst: it is over then.\n\
-             client_header_timeout_seconds = 2\n\n[providers.up]\nbase_url = \"mock://up?chunks=8&chunk_delay_ms=250\"\nmodels = [\"up-model\"]\n\n\
+            "[settings]\n# Kept-alive client connections close 5 s after the burst: it is over then.\n\
+             client_header_timeout_seconds = 5\n\n[providers.up]\nbase_url = \"mock://up?chunks=8&chunk_delay_ms=250\"\nmodels = [\"up-model\"]\n\n\
              [models.m]\nname = \"m\"\n[[models.m.backends]]\nprovider = \"up\"\nmodel = \"up-model\"\n{}",
             users_toml()
         ),

@@ -117,7 +117,10 @@ async fn check_translated(backend_type: &str) {
     let v = reply.json();
     assert_eq!(v["type"], "message");
     assert_eq!(v["role"], "assistant");
-    assert_eq!(v["model"], "m", "the model the client asked for");
+    // One rule on every endpoint: the model that served, as the upstream names it.
+    assert_eq!(v["model"], "up-model", "the upstream's own name");
+    let backend = reply.headers.get("x-berry-backend").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(backend.ends_with("/up-model"), "the serving backend is named: {backend:?}");
     assert_eq!(v["stop_reason"], "end_turn");
     assert!(v["content"][0]["text"].as_str().is_some_and(|t| t.ends_with("You said: hello claude")), "{v}");
     assert!(v["usage"]["output_tokens"].as_u64() > Some(0), "{v}");

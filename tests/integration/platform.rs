@@ -204,11 +204,15 @@ async fn a_config_reload_applies_without_dropping_connections() {
 async fn a_plugin_that_keeps_failing_is_quarantined() {
     let up = mock("up").await;
     let mut toml = config("looping", &[("up", &up)], &[], &format!("admin_token = \"{ADMIN}\""));
-    toml.push_str(&format!(
-        "\n[plugins.looping]\npath = {:?}\nkind = \"strategy\"\ntimeout_ms = 20\nquarantine_after = 3\nquarantine_seconds = 600\n",
-        test_plugin("looping").display().to_string()
-    ));
+    let (entry, from_ms) = misbehave_later(
+        "looping",
+        "loop",
+        Duration::from_secs(3),
+        "timeout_ms = 20\nquarantine_after = 3\nquarantine_seconds = 600",
+    );
+    toml.push_str(&entry);
     let gw = TestGateway::start(&toml).await;
+    until_epoch_ms(from_ms).await;
     for _ in 0..8 {
         assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200, "the fallback answers");
     }

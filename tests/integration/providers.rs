@@ -285,7 +285,11 @@ async fn the_responses_api_and_a_single_model_pass_through() {
 
     let one = gw.get("/v1/models/m", Some(TOKEN)).await;
     assert_eq!(one.status, 200);
-    assert_eq!(one.json(), json!({ "id": "m", "object": "model", "created": 0, "owned_by": "berry" }));
+    let created = one.json()["created"].as_u64().unwrap_or(0);
+    assert!(created > 1_600_000_000, "when the model entered the configuration: {}", one.json());
+    assert_eq!(one.json(), json!({ "id": "m", "object": "model", "created": created, "owned_by": "berry" }));
+    let list = gw.get("/v1/models", Some(TOKEN)).await.json();
+    assert_eq!(list["data"][0]["created"], created, "the same in the list: {list}");
     gw.get("/v1/models/m", Some("berry-restricted-token")).await.assert_error(404, "model_not_found");
     gw.get("/v1/models/nope", Some(TOKEN)).await.assert_error(404, "model_not_found");
     gw.get("/v1/models/m", None).await.assert_error(401, "missing_api_key");

@@ -62,7 +62,7 @@ async fn echoing_upstream() -> String {
                             .status(400)
                             .header("content-type", "application/json")
                             .header("x-request-id", format!("req-{key}"))
-                            .header("x-ratelimit-remaining-requests", format!("{key}"))
+                            .header("x-ratelimit-remaining-requests", key.clone())
                             .body(Full::new(Bytes::from(error.to_string())))
                     } else if body["stream"] == true {
                         let good = json!({ "choices": [{ "index": 0, "delta": { "content": format!("ok {key}") } }] });

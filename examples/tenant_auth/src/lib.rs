@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use berry_plugin_sdk::auth::{AuthPolicy, AuthRequest, Denial, Principal, RateLimits, UserInfo};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use berry_plugin_sdk::sha256::sha256_hex;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,10 +100,6 @@ impl AuthPolicy for TenantAuth {
     fn headers(&self) -> Vec<String> {
         self.tenant_header.iter().cloned().collect()
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 berry_plugin_sdk::export_auth!(TenantAuth);

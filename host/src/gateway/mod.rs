@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
 pub use route::{Route, RouteBackend, Target, to_wit_state};
-pub use snapshot::{Shared, Snapshot};
+pub use snapshot::{Shared, Snapshot, wit_routes, wit_users};
 
 use crate::config::Config;
 use crate::health::HealthRegistry;

@@ -72,20 +72,7 @@ impl Snapshot {
         }
         let mut strategies = BTreeMap::new();
         for (name, model_indices) in &by_strategy {
-            let routes: Vec<strategy_wit::RouteInfo> = model_indices
-                .iter()
-                .map(|&i| {
-                    let m = &config.models[i];
-                    strategy_wit::RouteInfo {
-                        name: m.name.clone(),
-                        backends: m
-                            .backends
-                            .iter()
-                            .map(|b| to_wit_info(b, providers.get(&b.provider).is_some_and(|p| p.enabled)))
-                            .collect(),
-                    }
-                })
-                .collect();
+            let routes = wit_routes(&config, model_indices.iter().map(|&i| &config.models[i]));
             let (compiled, limits, plugin_config) = load_plugin(&config, name, PluginKind::Strategy, shared)?;
             let plugin = StrategyPlugin::prepare(compiled, limits, plugin_config, routes).map_err(|e| e.to_string())?;
             strategies.insert(name.clone(), Arc::new(plugin));
@@ -128,7 +115,7 @@ impl Snapshot {
         }
         route_order.sort_by_key(|(i, _)| *i);
 
-        let users = config.users.iter().map(to_wit_user).collect();
+        let users = wit_users(&config);
         let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, shared)?;
         let auth = AuthPlugin::prepare(compiled, limits, auth_config, users, config.auth.cache_ttl)
             .map_err(|e| e.to_string())?;
@@ -209,8 +196,7 @@ fn load_plugin(
 
 /// Refuse bytes whose SHA-256 is not the one `[plugins.X] sha256` pins.
 pub fn check_pin(name: &str, source: &str, bytes: &[u8], pinned: &str) -> Result<(), String> {
-    use sha2::{Digest, Sha256};
-    let actual: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let actual = crate::plugin::sha256_hex(bytes);
     if actual == pinned {
         return Ok(());
     }
@@ -218,6 +204,26 @@ pub fn check_pin(name: &str, source: &str, bytes: &[u8], pinned: &str) -> Result
         "plugins.{name}.sha256: the {source} version has SHA-256 {actual}, but the configuration pins {pinned}: \
          refusing to load it (update the pin if this version is the one you mean)"
     ))
+}
+
+/// The routes a strategy is configured with, as it sees them: `models`, each with
+/// its backends (disabled where the backend or its provider is).
+pub fn wit_routes<'a>(
+    config: &Config,
+    models: impl Iterator<Item = &'a crate::config::Model>,
+) -> Vec<strategy_wit::RouteInfo> {
+    let provider_enabled = |key: &str| config.providers.get(key).is_some_and(|p| p.enabled);
+    models
+        .map(|m| strategy_wit::RouteInfo {
+            name: m.name.clone(),
+            backends: m.backends.iter().map(|b| to_wit_info(b, provider_enabled(&b.provider))).collect(),
+        })
+        .collect()
+}
+
+/// The users an auth policy is configured with, as it sees them.
+pub fn wit_users(config: &Config) -> Vec<auth_wit::UserInfo> {
+    config.users.iter().map(to_wit_user).collect()
 }
 
 fn to_wit_user(u: &crate::config::User) -> auth_wit::UserInfo {

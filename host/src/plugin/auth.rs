@@ -123,6 +123,24 @@ impl AuthPlugin {
         users: Vec<wit::UserInfo>,
         cache_ttl: Duration,
     ) -> Result<Self, PluginError> {
+        let plugin = Self::untried(compiled, limits, config_json, users, cache_ttl)?;
+        super::tried(plugin.compiled(), &plugin.trial(false))?;
+        Ok(plugin)
+    }
+
+    /// Put the policy through its trial; `verbose` keeps the situations it passed.
+    pub fn trial(&self, verbose: bool) -> super::trial::Report {
+        super::trial::auth(&self.loaded, verbose)
+    }
+
+    /// Load the policy without trying it (`berry plugin test` tries it itself).
+    pub fn untried(
+        compiled: CompiledPlugin,
+        limits: Limits,
+        config_json: String,
+        users: Vec<wit::UserInfo>,
+        cache_ttl: Duration,
+    ) -> Result<Self, PluginError> {
         let mut loaded: Loaded<AuthKind> = Loaded::prepare(compiled, limits, config_json, users)?;
         let cache = PrincipalCache { ttl: cache_ttl, hasher: RandomState::new(), shards: Default::default() };
         // Header names are matched against lowercase request headers; a policy built

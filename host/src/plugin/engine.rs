@@ -100,6 +100,25 @@ fn hex(digest: &[u8; 32]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 of `bytes`, lowercase hex: how plugin versions are named and pinned.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes).into())
+}
+
+/// Which kind of plugin a component is, by the interface it exports.
+pub fn kind_of(compiled: &CompiledPlugin) -> Option<crate::config::PluginKind> {
+    let engine = compiled.component.engine();
+    compiled.component.component_type().exports(engine).find_map(|(name, _)| {
+        if name.starts_with("berry:gateway/strategy@") {
+            Some(crate::config::PluginKind::Strategy)
+        } else if name.starts_with("berry:gateway/auth@") {
+            Some(crate::config::PluginKind::Auth)
+        } else {
+            None
+        }
+    })
+}
+
 /// A plugin version: its name and the SHA-256 of its bytes.
 type VersionKey = (String, [u8; 32]);
 
@@ -144,6 +163,9 @@ impl PluginEngine {
         .map_err(|e| format!("linking the strategy world: {e:#}"))?;
         auth_world::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
             .map_err(|e| format!("linking the auth world: {e:#}"))?;
+        for linker in [&mut strategy_linker, &mut auth_linker] {
+            super::wasi::add_to_linker(linker).map_err(|e| format!("linking WASI: {e:#}"))?;
+        }
 
         spawn_epoch_ticker(engine.weak());
         Ok(PluginEngine { engine, strategy_linker, auth_linker, compiled: Mutex::new(CompiledCache::default()) })
@@ -164,20 +186,60 @@ fn spawn_epoch_ticker(engine: wasmtime::EngineWeak) {
     }
 }
 
-/// The linker for one component: the world's own imports, WASI randomness and
-/// clocks answered by the host (`wasi.rs`), and every other import (the WASI
-/// interfaces Rust's std links in: stdio, environment, filesystem…) defined as a
-/// function that traps.
+/// The linker for one component: the world's own imports and the WASI a plugin
+/// gets (`wasi.rs`: clocks, randomness, environment, stdout and stderr into the
+/// log), and every other import (the WASI interfaces Rust's std links in: files,
+/// sockets…) defined as a function that traps.
 ///
 /// Plugins get no other capability: what they need comes from the host interface
-/// (log, clock) and the per-call inputs (a random number). Every host function is
-/// synchronous: wasmtime-wasi's blocking functions run a tokio `block_on`, which
-/// must never happen on a gateway worker thread.
+/// (log, clock) and the per-call inputs (a random number).
 pub fn linker_for(base: &Linker<HostState>, component: &Component) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = base.clone();
-    super::wasi::define(&mut linker, component)?;
-    linker.define_unknown_imports_as_traps(component)?;
+    stub_unknown_imports(&mut linker, component)?;
     Ok(linker)
+}
+
+/// Define every import of `component` the base linker does not, as a function that
+/// traps (and a resource nothing can make). Wasmtime's `define_unknown_imports_as_traps`
+/// would do it, but it stubs a whole instance under the exact version the component
+/// names (`wasi:clocks/monotonic-clock@0.2.6`), which then hides the base linker's
+/// semver-compatible definition (`@0.2.12`): interfaces the base linker has are left
+/// alone here, whatever 0.2.x version the plugin was built against.
+fn stub_unknown_imports(linker: &mut Linker<HostState>, component: &Component) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    let engine = component.engine().clone();
+    let stub = |linker: &mut wasmtime::component::LinkerInstance<'_, HostState>,
+                qualified: String,
+                name: &str,
+                item: &ComponentItem|
+     -> wasmtime::Result<()> {
+        match item {
+            ComponentItem::ComponentFunc(_) => linker.func_new(name, move |_, _, _, _| {
+                wasmtime::bail!(
+                    "the plugin called `{qualified}`, which plugins do not get (no files, network or environment)"
+                )
+            }),
+            ComponentItem::Resource(_) => linker.resource(name, ResourceType::host::<()>(), |_, _| Ok(())),
+            _ => Ok(()),
+        }
+    };
+    for (import, item) in component.component_type().imports(&engine) {
+        let interface = import.split_once('@').map_or(import, |(interface, _)| interface);
+        if super::wasi::LINKED.contains(&interface) || interface.starts_with("berry:gateway/") {
+            continue;
+        }
+        match &item.ty {
+            ComponentItem::ComponentInstance(instance) => {
+                let mut scope = linker.instance(import)?;
+                for (name, export) in instance.exports(&engine) {
+                    stub(&mut scope, format!("{import}#{name}"), name, &export.ty)?;
+                }
+            }
+            other => stub(&mut linker.root(), import.to_string(), import, other)?,
+        }
+    }
+    Ok(())
 }
 
 /// A compiled plugin: what every config snapshot that uses it shares.

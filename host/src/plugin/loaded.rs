@@ -92,6 +92,17 @@ impl<K: Kind> Loaded<K> {
         Ok(Loaded { compiled, pre, limits, config_json, data, answer, pool })
     }
 
+    /// What `configure` was given besides the plugin's JSON config (routes, users).
+    pub fn data(&self) -> &K::Data {
+        &self.data
+    }
+
+    /// Instances to try the plugin on (see `trial`), outside the pool's counters
+    /// and quarantine.
+    pub fn trial(&self) -> Trial<'_, K> {
+        Trial { loaded: self, current: None, set_aside: Vec::new() }
+    }
+
     /// Call into a warm instance (made and configured on demand); see `Pool::call`
     /// for `recheck`.
     pub fn call<R>(
@@ -114,7 +125,7 @@ fn make<K: Kind>(
 ) -> Result<(Warm<K::Bindings>, K::Answer), PluginError> {
     let pe = engine()?;
     let name = || compiled.name.to_string();
-    let mut store = new_store(pe, compiled.name.clone(), limits);
+    let mut store = new_store(pe, compiled.name.clone(), limits, &compiled.stats.output);
     let bindings = K::instantiate(pre, &mut store)
         .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?;
     let (fuel, deadline) = limits.configure_budget(K::input_bytes(data));
@@ -123,4 +134,63 @@ fn make<K: Kind>(
         .map_err(|e| PluginError::Instantiate { plugin: name(), message: describe(&e, store.data()) })?
         .map_err(|message| PluginError::Configure { plugin: name(), message })?;
     Ok((Warm { store, bindings }, answer))
+}
+
+/// Instances a trial calls: taken from the pool (or made), replaced after a failed
+/// call, given back when the trial ends.
+pub struct Trial<'a, K: Kind> {
+    loaded: &'a Loaded<K>,
+    current: Option<Warm<K::Bindings>>,
+    /// Instances used before the current one ([`Trial::another`]).
+    set_aside: Vec<Warm<K::Bindings>>,
+}
+
+impl<K: Kind> Trial<'_, K> {
+    /// One call under the plugin's per-call budget; a failure is described (trap,
+    /// panic, backtrace) and the instance replaced.
+    pub fn call<R>(
+        &mut self,
+        call: impl FnOnce(&mut wasmtime::Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, String> {
+        let mut warm = match self.current.take() {
+            Some(warm) => warm,
+            None => self.instance()?,
+        };
+        arm_with(&mut warm.store, self.loaded.limits.fuel, self.loaded.limits.deadline);
+        match call(&mut warm.store, &warm.bindings) {
+            Ok(value) => {
+                self.current = Some(warm);
+                Ok(value)
+            }
+            Err(e) => Err(describe(&e, warm.store.data())),
+        }
+    }
+
+    /// Go on with an instance other than the one used so far (to see whether it
+    /// answers the same).
+    pub fn another(&mut self) -> Result<(), String> {
+        if let Some(used) = self.current.take() {
+            self.set_aside.push(used);
+        }
+        self.current = Some(self.instance()?);
+        Ok(())
+    }
+
+    fn instance(&self) -> Result<Warm<K::Bindings>, String> {
+        let loaded = self.loaded;
+        match loaded.pool.take() {
+            Some(warm) => Ok(warm),
+            None => make::<K>(&loaded.pre, &loaded.compiled, &loaded.limits, &loaded.config_json, &loaded.data)
+                .map(|(warm, _)| warm)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl<K: Kind> Drop for Trial<'_, K> {
+    fn drop(&mut self) {
+        for warm in self.current.take().into_iter().chain(self.set_aside.drain(..)) {
+            self.loaded.pool.put(warm);
+        }
+    }
 }

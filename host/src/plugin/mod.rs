@@ -17,6 +17,7 @@ pub mod pool;
 mod sandbox;
 pub mod stock;
 pub mod strategy;
+pub mod trial;
 pub mod version;
 mod wasi;
 
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 pub use auth::AuthPlugin;
 pub use cache::set_cache_dir;
-pub use engine::{CompiledPlugin, Versions, cached_components, compile};
+pub use engine::{CompiledPlugin, Versions, cached_components, compile, kind_of, sha256_hex};
 pub use pool::CallStats;
 pub use strategy::StrategyPlugin;
 
@@ -109,4 +110,29 @@ pub enum PluginError {
     Load { plugin: String, message: String },
     #[error("plugin {plugin} is quarantined after repeated failures")]
     Quarantined { plugin: String },
+    /// The version failed its trial (see `trial`): refused before serving.
+    #[error("plugin {plugin} {message}")]
+    Trial { plugin: String, message: String },
+}
+
+/// Keep a trial's verdict: refuse a version that failed, log what it warned about
+/// (and show it in `/admin/plugins`).
+fn tried(compiled: &CompiledPlugin, report: &trial::Report) -> Result<(), PluginError> {
+    let mut notes = vec![report.summary()];
+    for case in report.warnings() {
+        if let trial::Verdict::Warn(why) = &case.verdict {
+            notes.push(format!("{}: {why}", case.situation));
+        }
+    }
+    for note in notes.iter().skip(1).take(3) {
+        tracing::warn!(plugin = &*compiled.name, "trial: {note}");
+    }
+    if notes.len() > 4 {
+        tracing::warn!(plugin = &*compiled.name, "trial: and {} more warnings", notes.len() - 4);
+    }
+    *compiled.stats.trial.lock().unwrap_or_else(|p| p.into_inner()) = notes;
+    match report.refusal() {
+        Some(message) => Err(PluginError::Trial { plugin: compiled.name.to_string(), message }),
+        None => Ok(()),
+    }
 }

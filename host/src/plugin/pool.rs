@@ -45,6 +45,10 @@ pub struct CallStats {
     pub quarantines: AtomicU64,
     /// What the last failed call said (reason, panic, wasm backtrace).
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// The lines its instances' stdout and stderr may still write to the log.
+    pub output: Arc<super::wasi::LineBudget>,
+    /// What its last trial said: the summary, then each warning.
+    pub trial: std::sync::Mutex<Vec<String>>,
 }
 
 /// The Prometheus series of one plugin name.
@@ -84,6 +88,11 @@ impl<B> Pool<B> {
     pub fn put(&self, warm: Warm<B>) {
         // A full queue means enough instances are warm already: drop this one.
         let _ = self.idle.push(warm);
+    }
+
+    /// A warm instance, if one is idle.
+    pub fn take(&self) -> Option<Warm<B>> {
+        self.idle.pop()
     }
 
     /// Run `call` on a warm instance (made by `make` when none is idle), under a

@@ -10,16 +10,15 @@ use super::Limits;
 use super::bindings::strategy::berry::gateway::{host, types};
 use super::engine::{EPOCH_TICK, PluginEngine};
 
-/// What a plugin's store holds: its name (for its log lines), its limits, the
-/// deterministic random generator behind its WASI randomness (`wasi.rs`), and the
-/// last panic it reported (for error messages). No other capability (see
-/// `engine::linker_for`).
+/// What a plugin's store holds: its name (for its log lines), its limits, its WASI
+/// context (clocks, deterministic randomness, stdout and stderr into the log: see
+/// `wasi.rs`) and the last panic it reported (for error messages). No other
+/// capability (see `engine::linker_for`).
 pub struct HostState {
     plugin: Arc<str>,
     limits: StoreLimits,
-    /// Made on first use, seeded from the plugin's name: every instance of a plugin
-    /// draws the same numbers, so every instance answers alike.
-    rng: Option<fastrand::Rng>,
+    pub(super) wasi: wasmtime_wasi::WasiCtx,
+    pub(super) table: wasmtime::component::ResourceTable,
     /// The message of the last panic the plugin logged (the SDK's panic hook).
     pub last_panic: Option<String>,
     /// The budget of the call under way, and the memory cap: named in the error
@@ -42,20 +41,23 @@ impl HostState {
     }
 }
 
-impl HostState {
-    pub fn rng(&mut self) -> &mut fastrand::Rng {
-        let plugin = &self.plugin;
-        self.rng.get_or_insert_with(|| {
-            let seed =
-                plugin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-            fastrand::Rng::with_seed(seed)
-        })
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-/// Create a store for `plugin` with its limits installed.
-pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<HostState> {
+/// Create a store for `plugin` with its limits installed; `output` rate-limits the
+/// lines its stdout and stderr write to the log (shared by its instances).
+pub fn new_store(
+    pe: &PluginEngine,
+    plugin: Arc<str>,
+    limits: &Limits,
+    output: &Arc<super::wasi::LineBudget>,
+) -> Store<HostState> {
     let state = HostState {
+        wasi: super::wasi::context(&plugin, output),
+        table: wasmtime::component::ResourceTable::new(),
         plugin,
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -65,7 +67,6 @@ pub fn new_store(pe: &PluginEngine, plugin: Arc<str>, limits: &Limits) -> Store<
             .memories(4)
             .trap_on_grow_failure(true)
             .build(),
-        rng: None,
         last_panic: None,
         budget: Budget { fuel: limits.fuel, deadline: limits.deadline, memory_bytes: limits.memory_bytes },
     };
@@ -100,11 +101,13 @@ impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) {
         // Bounded: a plugin cannot flood the log with megabyte lines, nor write
         // characters that change how the log reads.
-        let message: String = message.chars().take(2048).collect();
-        let message = crate::telemetry::clean::escape(&message).into_owned();
+        let mut message: String = message.chars().take(2048).collect();
         if level == host::Level::Error && message.starts_with("plugin panicked") {
-            self.last_panic = Some(message.clone());
+            // "panicked at src/lib.rs:9:5:\n<message>": one line, kept for the error.
+            message = message.replace('\n', " ");
+            self.last_panic = Some(crate::telemetry::clean::escape(&message).into_owned());
         }
+        let message = crate::telemetry::clean::escape(&message).into_owned();
         let plugin = &*self.plugin;
         match level {
             host::Level::Trace => tracing::trace!(plugin, "{message}"),

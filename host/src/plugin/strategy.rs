@@ -59,13 +59,32 @@ impl Kind for StrategyKind {
 pub struct StrategyPlugin(Loaded<StrategyKind>);
 
 impl StrategyPlugin {
+    /// Load the plugin for `routes` and put it through its trial (`trial`): a
+    /// version that fails it is refused here, before any request sees it.
     pub fn prepare(
         compiled: CompiledPlugin,
         limits: Limits,
         config_json: String,
         routes: Vec<wit::RouteInfo>,
     ) -> Result<Self, PluginError> {
+        let plugin = Self::untried(compiled, limits, config_json, routes)?;
+        super::tried(plugin.compiled(), &plugin.trial(false))?;
+        Ok(plugin)
+    }
+
+    /// Load the plugin without trying it (`berry plugin test` tries it itself).
+    pub fn untried(
+        compiled: CompiledPlugin,
+        limits: Limits,
+        config_json: String,
+        routes: Vec<wit::RouteInfo>,
+    ) -> Result<Self, PluginError> {
         Loaded::prepare(compiled, limits, config_json, routes).map(StrategyPlugin)
+    }
+
+    /// Put the plugin through its trial; `verbose` keeps the situations it passed.
+    pub fn trial(&self, verbose: bool) -> super::trial::Report {
+        super::trial::strategy(&self.0, verbose)
     }
 
     pub fn compiled(&self) -> &CompiledPlugin {

@@ -1,17 +1,13 @@
-//! `berry plugin new`: a plugin crate that builds as-is, ready to edit.
+//! `berry plugin new`: a plugin crate that builds as-is, ready to edit. It carries
+//! its own copy of the SDK (`berry-plugin-sdk/`, from the binary), so it builds
+//! wherever it is, with nothing but rustup and the `wasm32-wasip2` target.
 
 use std::path::{Path, PathBuf};
 
 use crate::config::PluginKind;
 
-/// Where the SDK lives when this binary was built from a checkout; used as a path
-/// dependency so a new plugin builds without a registry.
-fn default_sdk_path() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugin-sdk");
-    path.canonicalize().ok().filter(|p| p.join("Cargo.toml").exists())
-}
-
-/// Write a new plugin crate named `name` into `dir` (which must not exist yet).
+/// Write a new plugin crate named `name` into `dir` (which must not exist yet). The
+/// SDK is copied into it, unless `sdk` names one to depend on instead.
 pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -21,10 +17,11 @@ pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) 
     if dir.exists() {
         return Err(format!("{} already exists", dir.display()));
     }
-    let sdk_dependency = match sdk.map(Path::to_path_buf).or_else(default_sdk_path) {
-        Some(path) => format!("berry-plugin-sdk = {{ path = {:?} }}", path.display().to_string()),
-        None => format!("berry-plugin-sdk = \"{}\"", crate::plugin::version::WIT_VERSION),
+    let sdk_path = match sdk {
+        Some(path) => std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => PathBuf::from(super::VENDORED_DIR),
     };
+    let sdk_dependency = format!("berry-plugin-sdk = {{ path = {:?} }}", sdk_path.display().to_string());
     let (kind_word, source) = match kind {
         PluginKind::Strategy => ("strategy", strategy_source(name)),
         PluginKind::Auth => ("auth", auth_source(name)),
@@ -32,6 +29,7 @@ pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) 
     let files = [
         (PathBuf::from("Cargo.toml"), cargo_toml(name, &sdk_dependency)),
         (PathBuf::from(".cargo/config.toml"), "[build]\ntarget = \"wasm32-wasip2\"\n".to_string()),
+        (PathBuf::from(".gitignore"), "/target\n".to_string()),
         (PathBuf::from("src/lib.rs"), source),
         (PathBuf::from("README.md"), readme(name, kind_word)),
     ];
@@ -43,6 +41,9 @@ pub fn new_plugin(name: &str, kind: PluginKind, dir: &Path, sdk: Option<&Path>) 
         }
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
+    }
+    if sdk.is_none() {
+        written.extend(super::export(&dir.join(super::VENDORED_DIR), false)?);
     }
     Ok(written)
 }
@@ -63,6 +64,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
+# The SDK, copied in by `berry plugin new` (`berry plugin sdk --out` writes it anew).
 {sdk_dependency}
 
 # A plugin is its own workspace, wherever it is created.
@@ -70,8 +72,6 @@ crate-type = ["cdylib"]
 
 [profile.release]
 opt-level = "s"
-lto = true
-panic = "abort"
 "#
     )
 }
@@ -108,34 +108,29 @@ fn auth_source(name: &str) -> String {
     format!(
         r#"//! `{name}`: a Berry auth policy.
 
-use berry_plugin_sdk::auth::{{AuthPolicy, AuthRequest, Denial, Principal, RateLimits, UserInfo, constant_time_eq}};
+use berry_plugin_sdk::auth::{{AuthPolicy, AuthRequest, Denial, Principal, UserIndex, UserInfo}};
 
 struct {ty} {{
-    users: Vec<UserInfo>,
+    /// The `[users]` table, found by token (plaintext `token` or `token_sha256`).
+    users: UserIndex,
 }}
 
 impl AuthPolicy for {ty} {{
     /// `config` is the `[plugins.{name}] config` table as JSON; `users` the `[users]` table.
     fn new(_config: &str, users: Vec<UserInfo>) -> Result<Self, String> {{
-        Ok({ty} {{ users }})
+        Ok({ty} {{ users: UserIndex::new(users)? }})
     }}
 
     fn authorize(&self, request: &AuthRequest) -> Result<Principal, Denial> {{
         let user = self
             .users
-            .iter()
-            .find(|u| !u.token.is_empty() && constant_time_eq(u.token.as_bytes(), request.token.as_bytes()))
+            .find(&request.token)
             .ok_or_else(|| Denial::unauthorized("invalid_api_key", "Incorrect API key provided."))?;
         if !user.enabled {{
             return Err(Denial::unauthorized("user_disabled", "This API key belongs to a disabled user."));
         }}
-        Ok(Principal {{
-            id: user.id.clone(),
-            allowed_models: user.allowed_models.clone(),
-            tags: user.tags.clone(),
-            limits: RateLimits {{ per_minute: user.limits.per_minute, per_hour: user.limits.per_hour, per_day: user.limits.per_day }},
-            admin: false,
-        }})
+        // Its models, tags and limits; admin when tagged "admin".
+        Ok(Principal::of(user))
     }}
 }}
 
@@ -146,7 +141,11 @@ berry_plugin_sdk::export_auth!({ty});
 
 fn readme(name: &str, kind: &str) -> String {
     format!(
-        "# {name}\n\nA Berry {kind} plugin.\n\n```sh\ncargo build --release   # → target/wasm32-wasip2/release/{name}.wasm\n```\n\n\
+        "# {name}\n\nA Berry {kind} plugin.\n\n```sh\nrustup target add wasm32-wasip2   # once per machine\n\
+         cargo build --release               # → target/wasm32-wasip2/release/{name}.wasm\n\
+         berry plugin test target/wasm32-wasip2/release/{name}.wasm --config berry.toml\n```\n\n\
+         `berry-plugin-sdk/` is the SDK this crate builds against, copied from the `berry` binary that made it;\n\
+         `berry plugin sdk --out berry-plugin-sdk --force` replaces it with the SDK of another binary.\n\n\
          Load it:\n\n```toml\n[plugins.{name}]\npath = \"path/to/target/wasm32-wasip2/release/{name}.wasm\"\nkind = \"{kind}\"\n```\n\n\
          Rebuild while the gateway runs and it swaps the new version in (or `PUT /admin/plugins/{name}` with the file as body).\n"
     )
