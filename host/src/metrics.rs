@@ -55,6 +55,13 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub plugin: String,
+    /// "strategy_failed", "strategy_quarantined", "strategy_answered_nothing".
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub provider: String,
     pub model: String,
@@ -107,6 +114,8 @@ pub struct Metrics {
     pub connections_rejected: Counter,
     /// Idle connections closed at the cap to admit a new one.
     pub connections_evicted: Counter,
+    /// Requests served in the host's fallback order instead of their strategy's.
+    pub strategy_fallbacks: Family<FallbackLabels, Counter>,
     pub connection_errors: Family<ConnectionLabels, Counter>,
     /// Scrapes refresh the gauges; one at a time.
     pub scrape: Mutex<()>,
@@ -151,6 +160,7 @@ impl Default for Metrics {
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
             connections_evicted: Counter::default(),
+            strategy_fallbacks: Family::default(),
             connection_errors: Family::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
@@ -210,6 +220,11 @@ impl Default for Metrics {
             "client_connections_rejected",
             "Client connections closed on accept: max_connections busy, or max_connections_per_ip from one address",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "strategy_fallbacks",
+            "Requests served in the host's fallback order: the strategy failed, was quarantined or answered nothing usable",
+            m.strategy_fallbacks.clone(),
         );
         registry.register(
             "client_connections_evicted",

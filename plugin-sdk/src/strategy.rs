@@ -37,24 +37,33 @@ pub trait Strategy: Sized + 'static {
     }
 
     /// How `select` treats each backend now (weight, probability of being ranked
-    /// first, and the factors of the weight); shown on the gateway's weights endpoint.
-    /// The default fits weighted choice: the configured weight scaled by the recovery
-    /// factor, 0 for backends `select` would not consider, probability ∝ weight.
-    /// Override it when `select` decides otherwise.
-    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
-        let usable = ctx.usable();
-        let rows: Vec<(f64, Vec<(String, f64)>)> = (0..ctx.len())
-            .map(|i| {
-                let factors = vec![
-                    ("weight".to_string(), ctx.backend(i).weight),
-                    ("recovery".to_string(), ctx.state(i).recovery_factor),
-                ];
-                let w = if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 };
-                (w, factors)
-            })
-            .collect();
-        explain_weighted(rows, 0.0)
+    /// first, and the factors of the weight); shown on the gateway's weights endpoint
+    /// and status page. The default explains nothing: the gateway then estimates the
+    /// probabilities by sampling this strategy's real `select` (and marks them as
+    /// estimated). Override it to show exact figures, computed by the code `select`
+    /// uses: [`explain_by_weight`] fits weighted choice, [`explain_primary`] a
+    /// decided primary, [`explain_weighted`] any weights.
+    fn explain(&self, _ctx: &Context) -> Vec<Explanation> {
+        Vec::new()
     }
+}
+
+/// Explanations for weighted choice among the usable backends: each one's weight is
+/// its configured weight scaled by its recovery stage, 0 for backends `select` would
+/// not consider, and its probability is proportional to its weight.
+pub fn explain_by_weight(ctx: &Context) -> Vec<Explanation> {
+    let usable = ctx.usable();
+    let rows: Vec<(f64, Vec<(String, f64)>)> = (0..ctx.len())
+        .map(|i| {
+            let factors = vec![
+                ("weight".to_string(), ctx.backend(i).weight),
+                ("recovery".to_string(), ctx.state(i).recovery_factor),
+            ];
+            let w = if usable.contains(&i) { ctx.recovering_weight(i) } else { 0.0 };
+            (w, factors)
+        })
+        .collect();
+    explain_weighted(rows, 0.0)
 }
 
 /// Build explanations for a strategy whose primary is decided, not drawn: the

@@ -694,7 +694,7 @@ async fn a_short_retry_after_is_waited_out() {
 // === 11. smaller ones ===
 
 /// `bytes` with a custom section appended: the same plugin under another hash.
-fn variant(bytes: &[u8], i: u32) -> Vec<u8> {
+pub(crate) fn variant(bytes: &[u8], i: u32) -> Vec<u8> {
     let name = b"berry-test-variant";
     let data = i.to_le_bytes();
     let mut out = bytes.to_vec();

@@ -14,6 +14,7 @@ mod memory;
 mod messages;
 mod operations;
 mod platform;
+mod plugin_authors;
 mod providers;
 mod redaction;
 mod relay;

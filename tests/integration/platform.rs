@@ -112,7 +112,8 @@ async fn broken_versions_are_rejected_and_the_old_one_keeps_serving() {
         plugins["plugins"].as_array().expect("list").iter().find(|p| p["name"] == "router").cloned().expect("router");
     assert_eq!(router["sdk_version"], "0.1.0");
     assert!(router["source"].as_str().is_some_and(|s| s.ends_with("pick_first.wasm")), "{router}");
-    gw.admin(Method::PUT, "/admin/plugins/nope", ADMIN, vec![]).await.assert_error(422, "plugin_rejected");
+    // Issue 18: an unknown plugin is not found (404), not a rejected version.
+    gw.admin(Method::PUT, "/admin/plugins/nope", ADMIN, vec![]).await.assert_error(404, "unknown_plugin");
     gw.admin(Method::PUT, "/admin/plugins/router", TOKEN, vec![]).await.assert_error(401, "invalid_admin_token");
 }
 

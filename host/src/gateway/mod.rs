@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
-pub use route::{Route, RouteBackend, Target, to_wit_state};
+pub use route::{Explained, Route, RouteBackend, Target, to_wit_state};
 pub use snapshot::{Shared, Snapshot, wit_routes, wit_users};
 
 use crate::config::Config;
@@ -120,15 +120,21 @@ impl Gateway {
         self.reload(config).await
     }
 
+    /// Whether `name` is a plugin an upload may replace: a stock plugin or a
+    /// `[plugins.X]` entry of the running configuration.
+    pub fn knows_plugin(&self, name: &str) -> bool {
+        self.snapshot().config.plugins.contains_key(name)
+            || crate::plugin::STOCK_STRATEGIES.contains(&name)
+            || crate::plugin::STOCK_AUTH.contains(&name)
+    }
+
     /// Swap in a new version of plugin `name` (uploaded bytes), for every model
     /// that uses it. A version that fails to load leaves the running one in place.
+    /// The upload serves until `DELETE` or until the plugin's file changes.
     pub async fn swap_plugin(self: &Arc<Self>, name: &str, bytes: Vec<u8>) -> Result<(), String> {
         let _one_at_a_time = self.reloading.lock().await;
         let config = (*self.snapshot().config).clone();
-        let known = config.plugins.contains_key(name)
-            || crate::plugin::STOCK_STRATEGIES.contains(&name)
-            || crate::plugin::STOCK_AUTH.contains(&name);
-        if !known {
+        if !self.knows_plugin(name) {
             return Err(format!("no plugin named {name:?}: name a stock plugin or a [plugins.X] entry"));
         }
         let previous = lock(&self.uploaded).insert(name.to_string(), bytes.into());

@@ -104,7 +104,29 @@ pub struct Route {
     /// Unix time (seconds) the model first appeared in this gateway's configuration:
     /// `created` in the model list.
     pub created: u64,
+    /// The last estimate of pick probabilities (for a strategy that does not explain
+    /// itself), and when it was made (ms since the epoch).
+    pub estimate: std::sync::Mutex<Option<(u64, Vec<wit::Explanation>)>>,
 }
+
+/// How a strategy treats each backend of a route now (see [`Route::explain`]).
+#[derive(Default)]
+pub struct Explained {
+    /// Parallel to the route's backends (empty if the strategy failed).
+    pub rows: Vec<wit::Explanation>,
+    /// The figures were estimated by sampling `select`, not given by the strategy.
+    pub estimated: bool,
+}
+
+impl Explained {
+    pub fn get(&self, i: usize) -> Option<&wit::Explanation> {
+        self.rows.get(i)
+    }
+}
+
+/// `select` calls one estimate makes, and how long it is reused.
+const ESTIMATE_DRAWS: u32 = 400;
+const ESTIMATE_FOR_MS: u64 = 2_000;
 
 impl Route {
     /// The live state of every backend, parallel to `backends`, as the WIT records
@@ -126,13 +148,27 @@ impl Route {
     }
 
     /// The strategy's explanation of every backend now (weight, pick probability,
-    /// factors): what the weights endpoint, the status page and the metrics show.
-    pub fn explain(
-        &self,
-        now: u64,
-        policy: &CircuitPolicy,
-    ) -> Result<Vec<wit::Explanation>, crate::plugin::PluginError> {
-        self.strategy.explain(&self.probe_request(now), &self.states(now, policy))
+    /// factors): what the weights endpoint, the status page and the metrics show. A
+    /// strategy that does not explain itself (answers none) gets its pick
+    /// probabilities estimated by sampling its real `select` on the live state,
+    /// marked as estimated (and kept for two seconds: never on a relayed request's
+    /// path).
+    pub fn explain(&self, now: u64, policy: &CircuitPolicy) -> Result<Explained, crate::plugin::PluginError> {
+        let states = self.states(now, policy);
+        let request = self.probe_request(now);
+        let rows = self.strategy.explain(&request, &states)?;
+        if !rows.is_empty() || self.backends.is_empty() {
+            return Ok(Explained { rows, estimated: false });
+        }
+        let mut cached = self.estimate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, rows)) = cached.as_ref()
+            && now.saturating_sub(*at) < ESTIMATE_FOR_MS
+        {
+            return Ok(Explained { rows: rows.clone(), estimated: true });
+        }
+        let rows = self.strategy.estimate(&request, &states, ESTIMATE_DRAWS)?;
+        *cached = Some((now, rows.clone()));
+        Ok(Explained { rows, estimated: true })
     }
 
     /// A request record for looking, not routing (`explain`): it does not advance
@@ -169,8 +205,10 @@ impl Route {
         healthy
     }
 
-    /// Keep the strategy's answer honest: in range, enabled, no repeats.
-    pub fn sanitize(&self, mut order: Vec<u32>) -> Vec<u32> {
+    /// Keep the strategy's answer honest: in range, enabled, no repeats. Also says
+    /// how many indices were dropped.
+    pub fn sanitize(&self, mut order: Vec<u32>) -> (Vec<u32>, usize) {
+        let answered = order.len();
         // A bitmask for up to 64 backends, a table beyond.
         let mut small = 0u64;
         let mut large = if self.backends.len() > 64 { vec![false; self.backends.len()] } else { Vec::new() };
@@ -187,7 +225,8 @@ impl Route {
             };
             !seen && b.enabled()
         });
-        order
+        let dropped = answered - order.len();
+        (order, dropped)
     }
 
     /// Find a backend by the debug pin "provider" or "provider:model".

@@ -108,6 +108,7 @@ impl Snapshot {
                     sequence: AtomicU64::new(previous_sequence),
                     series: Default::default(),
                     created,
+                    estimate: Default::default(),
                 });
                 routes.insert(m.name.clone(), route.clone());
                 route_order.push((i, route));

@@ -49,6 +49,31 @@ pub struct CallStats {
     pub output: Arc<super::wasi::LineBudget>,
     /// What its last trial said: the summary, then each warning.
     pub trial: std::sync::Mutex<Vec<String>>,
+    /// `select` answers the host had to correct (see `StrategyPlugin::invalid_answer`).
+    pub invalid_answers: AtomicU64,
+    pub last_invalid_answer: std::sync::Mutex<Option<String>>,
+    /// Requests served in the host's fallback order instead of the plugin's.
+    pub fallbacks: AtomicU64,
+    /// When a correction was last logged (rate limit).
+    pub invalid_log: Every,
+}
+
+/// At most one event per ten seconds (a warning that would otherwise repeat on
+/// every request).
+#[derive(Default)]
+pub struct Every {
+    last_ms: AtomicU64,
+}
+
+impl Every {
+    const PERIOD_MS: u64 = 10_000;
+
+    pub fn allow(&self) -> bool {
+        let now = crate::health::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        (last == 0 || now.saturating_sub(last) >= Self::PERIOD_MS)
+            && self.last_ms.compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
 }
 
 /// The Prometheus series of one plugin name.

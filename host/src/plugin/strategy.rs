@@ -135,4 +135,62 @@ impl StrategyPlugin {
     ) -> Result<Vec<wit::Explanation>, PluginError> {
         self.0.call(|store, b| b.berry_gateway_strategy().call_explain(store, request, states), None)
     }
+
+    /// Pick probabilities of a strategy that does not explain itself: the share of
+    /// `draws` calls of its real `select` (with varied random and sequence numbers,
+    /// outside the call counters) that put each backend first.
+    pub fn estimate(
+        &self,
+        request: &wit::Request,
+        states: &[wit::BackendState],
+        draws: u32,
+    ) -> Result<Vec<wit::Explanation>, PluginError> {
+        let enabled: Vec<bool> = self
+            .0
+            .data()
+            .get(request.route as usize)
+            .map(|r| r.backends.iter().map(|b| b.enabled).collect())
+            .unwrap_or_default();
+        let mut firsts = vec![0u32; states.len()];
+        let mut trial = self.0.trial();
+        let mut random = request.random ^ 0x9E37_79B9_7F4A_7C15;
+        for k in 0..u64::from(draws) {
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let draw = wit::Request { sequence: request.sequence.wrapping_add(k), random, ..request.clone() };
+            let order = trial
+                .call(|store, b| b.berry_gateway_strategy().call_select(store, &draw, states))
+                .map_err(|message| PluginError::Trap { plugin: self.name().to_string(), message })?;
+            let first = order.iter().find(|&&i| enabled.get(i as usize).copied().unwrap_or(false));
+            if let Some(&i) = first {
+                firsts[i as usize] += 1;
+            }
+        }
+        Ok(firsts
+            .iter()
+            .map(|&n| {
+                let share = f64::from(n) / f64::from(draws.max(1));
+                wit::Explanation { weight: share, probability: share, factors: vec![("estimated_share".into(), share)] }
+            })
+            .collect())
+    }
+
+    /// Count an answer of `select` the host had to correct (indices out of range,
+    /// disabled or repeated were dropped, or nothing usable was left), and log it,
+    /// at most every ten seconds per plugin version.
+    pub fn invalid_answer(&self, route: &str, kept: &[u32], dropped: usize, backends: usize) {
+        let stats = self.stats();
+        let count = stats.invalid_answers.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let route = crate::telemetry::clean::clip(route);
+        let what =
+            format!("for model {route:?} ({backends} backends) dropped {dropped} of its indices, leaving {kept:?}");
+        *stats.last_invalid_answer.lock().unwrap_or_else(|p| p.into_inner()) = Some(what.clone());
+        if stats.invalid_log.allow() {
+            tracing::warn!(
+                plugin = &**self.name(),
+                invalid_answers = count,
+                "{what}: indices out of range, disabled or repeated are ignored; an answer with none left is \
+                 served in the host's fallback order"
+            );
+        }
+    }
 }

@@ -101,21 +101,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
     // === select ===
     let order = match req.pin {
         Some(i) => vec![i],
-        None => match route.strategy.select(&request, &states) {
-            Ok(order) => {
-                let order = route.sanitize(order);
-                if order.is_empty() { route.fallback_order(&states) } else { order }
-            }
-            Err(e) => {
-                // A quarantined plugin was reported once when it was quarantined.
-                if matches!(e, crate::plugin::PluginError::Quarantined { .. }) {
-                    tracing::debug!("{e}: using the host's failover order");
-                } else {
-                    tracing::warn!("strategy failed, using the host's failover order: {e}");
-                }
-                route.fallback_order(&states)
-            }
-        },
+        None => select(snapshot, route, &request, &states, log),
     };
     if order.is_empty() {
         return Err(GatewayError::no_backend(&route.name));
@@ -162,6 +148,42 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         return Ok(response);
     }
     Err(walk.give_up())
+}
+
+/// The strategy's ranking, corrected (indices out of range, disabled or repeated
+/// dropped); or, when the plugin fails or leaves nothing usable, the host's own
+/// failover order, which the request's log line and the metrics then name.
+fn select(
+    snapshot: &Snapshot,
+    route: &Route,
+    request: &wit::Request,
+    states: &[wit::BackendState],
+    log: &mut RequestLog,
+) -> Vec<u32> {
+    let strategy = &route.strategy;
+    let reason = match strategy.select(request, states) {
+        Ok(answer) => {
+            let (order, dropped) = route.sanitize(answer);
+            if dropped > 0 || order.is_empty() {
+                strategy.invalid_answer(&route.name, &order, dropped, route.backends.len());
+            }
+            if !order.is_empty() {
+                return order;
+            }
+            "strategy_answered_nothing"
+        }
+        // A quarantined plugin was reported once, when it was quarantined.
+        Err(crate::plugin::PluginError::Quarantined { .. }) => "strategy_quarantined",
+        Err(e) => {
+            tracing::warn!("strategy failed, using the host's failover order: {e}");
+            "strategy_failed"
+        }
+    };
+    strategy.stats().fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let labels = crate::metrics::FallbackLabels { plugin: strategy.name().to_string(), reason: reason.to_string() };
+    snapshot.metrics.strategy_fallbacks.get_or_create(&labels).inc();
+    log.error = Some(reason);
+    route.fallback_order(states)
 }
 
 impl<'a> Walk<'a> {

@@ -50,7 +50,9 @@ mod tests {
         assert!(names.iter().any(|n| n.starts_with("src/bindings/")), "{names:?}");
         let manifest = SDK_FILES.iter().find(|(n, _)| *n == "Cargo.toml").map(|(_, b)| String::from_utf8_lossy(b));
         let manifest = manifest.unwrap_or_default();
-        assert!(!manifest.contains("workspace"), "the exported SDK stands alone:\n{manifest}");
+        for inherited in ["workspace = true", ".workspace"] {
+            assert!(!manifest.contains(inherited), "the exported SDK stands alone:\n{manifest}");
+        }
     }
 
     /// The bindings the SDK ships were generated from the WIT the gateway speaks:

@@ -54,6 +54,7 @@ fn route_weights(snapshot: &Snapshot, route: &Route) -> Value {
     let now = now_ms();
     let explained = route.explain(now, &snapshot.policy);
     let error = explained.as_ref().err().map(ToString::to_string);
+    let estimated = explained.as_ref().is_ok_and(|e| e.estimated);
     let explained = explained.unwrap_or_default();
     let backends: Vec<Value> = route
         .backends
@@ -83,6 +84,7 @@ fn route_weights(snapshot: &Snapshot, route: &Route) -> Value {
     json!({
         "model": route.name,
         "strategy": &**route.strategy.name(),
+        "estimated": estimated,
         "error": error,
         "backends": backends,
     })

@@ -219,7 +219,8 @@ mod tests {
         let _fourth_busy = third.connection.start();
         assert_eq!(registry.admit(ip(3), &drain).err(), Some(Refusal::Full), "nothing idle: refused");
         drop(busy);
-        assert!(registry.admit(ip(3), &drain).is_ok(), "idle again: it makes room");
+        let fourth = registry.admit(ip(3), &drain).expect("idle again: it makes room");
+        assert!(fourth.made_room && second.connection.close.is_cancelled());
         drop(first);
         assert_eq!(registry.len(), 2, "a closed victim's lease frees nothing twice");
     }

@@ -37,6 +37,15 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
             if name.is_empty() || name.contains('/') {
                 return Err(GatewayError::not_found("unknown_url", format!("Unknown request URL: {}", clip(p))));
             }
+            if !gateway.knows_plugin(&name) {
+                return Err(GatewayError::not_found(
+                    "unknown_plugin",
+                    format!(
+                        "No plugin named '{}': name a stock plugin or a [plugins.X] entry of the configuration.",
+                        clip(&name)
+                    ),
+                ));
+            }
             match *m {
                 Method::PUT | Method::POST => {
                     let bytes = Limited::new(request.into_body(), MAX_PLUGIN_BYTES)
@@ -53,7 +62,16 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
                     }
                 }
                 Method::DELETE => match gateway.revert_plugin(&name).await {
-                    Ok(reverted) => Ok(json_response(StatusCode::OK, &json!({ "reverted": reverted, "plugin": name }))),
+                    Ok(reverted) => {
+                        let serving = describe_named(gateway, &name);
+                        let mut answer = json!({ "reverted": reverted, "plugin": name, "serving": serving });
+                        if !reverted {
+                            answer["reason"] = json!(
+                                "no uploaded version is in service (a changed file replaces an upload): nothing to revert"
+                            );
+                        }
+                        Ok(json_response(StatusCode::OK, &answer))
+                    }
                     Err(e) => Err(GatewayError::unprocessable("plugin_rejected", e)),
                 },
                 _ => Err(GatewayError::method_not_allowed()),
@@ -77,14 +95,14 @@ fn list(gateway: &Gateway) -> Response<BerryBody> {
                 .collect();
             let mut v = describe(p.compiled(), "strategy", &limits_of(&snapshot.config, name));
             v["used_by"] = json!(used_by);
+            v["file"] = json!(file_of(&snapshot.config, name));
             v
         })
         .collect();
-    plugins.push(describe(
-        snapshot.auth.compiled(),
-        "auth",
-        &limits_of(&snapshot.config, &snapshot.config.auth.policy),
-    ));
+    let mut auth =
+        describe(snapshot.auth.compiled(), "auth", &limits_of(&snapshot.config, &snapshot.config.auth.policy));
+    auth["file"] = json!(file_of(&snapshot.config, &snapshot.config.auth.policy));
+    plugins.push(auth);
     // Stock plugins this configuration does not use: a strategy or policy away.
     let in_use = |name: &str| snapshot.strategies.contains_key(name) || **snapshot.auth.name() == *name;
     let available: Vec<Value> = crate::plugin::STOCK_STRATEGIES
@@ -115,6 +133,14 @@ fn describe_named(gateway: &Gateway, name: &str) -> Value {
     }
 }
 
+/// Which source serves a plugin: the newest of its file (or the stock build) and an
+/// upload. An upload takes the place of the file until `DELETE` or until the file
+/// changes (a rebuilt file is newer intent); `file` names the configured file, so
+/// an upload that shadows it is plain to see.
+fn file_of(config: &crate::config::Config, name: &str) -> Option<String> {
+    config.plugins.get(name).and_then(|spec| spec.path.as_ref()).map(|p| p.display().to_string())
+}
+
 fn limits_of(config: &crate::config::Config, name: &str) -> Limits {
     config.plugins.get(name).map_or_else(Limits::default, |spec| spec.limits)
 }
@@ -136,6 +162,10 @@ fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
         "quarantined": stats.quarantined(now_ms()),
         "quarantines": stats.quarantines.load(Ordering::Relaxed),
         "last_error": stats.last_error(),
+        "invalid_answers": stats.invalid_answers.load(Ordering::Relaxed),
+        "last_invalid_answer": stats.last_invalid_answer.lock().map(|l| l.clone()).unwrap_or_default(),
+        "fallbacks": stats.fallbacks.load(Ordering::Relaxed),
+        "trial": stats.trial.lock().map(|t| t.clone()).unwrap_or_default(),
         "limits": {
             "fuel": limits.fuel,
             "memory_bytes": limits.memory_bytes,

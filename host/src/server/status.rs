@@ -44,7 +44,14 @@ pub fn data(snapshot: &Snapshot) -> Response<BerryBody> {
                     v
                 })
                 .collect();
-            json!({ "model": route.name, "enabled": route.enabled, "strategy": &**route.strategy.name(), "backends": backends })
+            json!({
+                "model": route.name,
+                "enabled": route.enabled,
+                "strategy": &**route.strategy.name(),
+                // The strategy does not explain itself: its probabilities were sampled.
+                "estimated": explained.estimated,
+                "backends": backends,
+            })
         })
         .collect();
     json_response(StatusCode::OK, &json!({ "generated_at_ms": now, "models": models }))

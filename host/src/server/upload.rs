@@ -68,10 +68,13 @@ impl BodyBudget {
             }
             *mine += bytes;
         }
-        // Counted for the user first, so the release below always has its match.
+        let permit = u32::try_from(bytes).ok().and_then(|n| self.total.clone().try_acquire_many_owned(n).ok());
+        let Some(permit) = permit else {
+            // Over the gateway's budget: the user's count goes back as it was.
+            self.release(user, bytes);
+            return Err(GatewayError::busy());
+        };
         held.user_bytes += bytes;
-        let n = u32::try_from(bytes).map_err(|_| GatewayError::busy())?;
-        let permit = self.total.clone().try_acquire_many_owned(n).map_err(|_| GatewayError::busy())?;
         match &mut held.permit {
             Some(p) => p.merge(permit),
             None => held.permit = Some(permit),
@@ -203,7 +206,7 @@ mod tests {
         assert_eq!(budget.take("c", &mut c, 30).map_err(|e| e.code), Err("server_busy"), "over the total");
         drop(a1);
         budget.take("c", &mut c, 30).expect("a's bytes came back");
-        budget.take("a", &mut a2, 30).expect("and a's share with them");
+        budget.take("a", &mut a2, 20).expect("and a's share with them");
         drop((a2, b, c));
         assert_eq!(budget.total.available_permits(), 100);
         assert!(budget.users.iter().all(|s| lock(s).values().all(|n| *n == 0)));

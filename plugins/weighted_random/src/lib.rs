@@ -1,7 +1,7 @@
 //! `weighted_random`: the primary is drawn among healthy backends with probability
 //! proportional to its weight (scaled by its recovery stage); the rest follow by weight.
 
-use berry_plugin_sdk::strategy::{Context, Strategy, weighted_order};
+use berry_plugin_sdk::strategy::{Context, Explanation, Strategy, explain_by_weight, weighted_order};
 
 struct WeightedRandom;
 
@@ -20,6 +20,10 @@ impl Strategy for WeightedRandom {
         }
         let weights: Vec<f64> = (0..ctx.len()).map(|i| ctx.recovering_weight(i)).collect();
         weighted_order(&usable, &weights, ctx.request.random)
+    }
+
+    fn explain(&self, ctx: &Context) -> Vec<Explanation> {
+        explain_by_weight(ctx)
     }
 }
 
