@@ -9,9 +9,10 @@ pub use wit::{AuthRequest, Denial, Principal, RateLimits, UserInfo};
 
 /// An authentication and authorization policy.
 ///
-/// [`AuthPolicy::new`] runs once per configuration change with the plugin's own
-/// configuration (JSON text) and the configured users; [`AuthPolicy::authorize`]
-/// runs once per request. The host itself checks the principal's allowed models
+/// [`AuthPolicy::new`] runs with the plugin's own configuration (JSON text) and the
+/// configured users once per instance the host makes (one per core when a
+/// configuration is loaded); [`AuthPolicy::authorize`] runs once per request not
+/// answered from the host's principal cache. The host itself checks the principal's allowed models
 /// against the requested model and enforces its rate limits.
 pub trait AuthPolicy: Sized + 'static {
     fn new(config: &str, users: Vec<UserInfo>) -> Result<Self, String>;

@@ -10,11 +10,12 @@ pub use wit::{BackendInfo, BackendState, Explanation, Request, RouteInfo};
 
 /// A backend-selection strategy.
 ///
-/// The host calls [`Strategy::new`] once per configuration change with the plugin's
-/// own configuration (a JSON object as text, `"{}"` when none), then
-/// [`Strategy::select`] once per request. Keep no per-request state in `self`: the
-/// host passes everything (health, latency, counters, a sequence number, a random
-/// number, the score kept for you) in the [`Context`].
+/// The host calls [`Strategy::new`] with the plugin's own configuration (a JSON
+/// object as text, `"{}"` when none) once per instance it makes of the plugin — one
+/// per core when a configuration is loaded, more only when more calls run at once —
+/// then [`Strategy::select`] once per request, on any instance. Keep no per-request
+/// state in `self`: the host passes everything (health, latency, counters, a
+/// sequence number, a random number, the score kept for you) in the [`Context`].
 pub trait Strategy: Sized + 'static {
     /// Parse the plugin configuration. An error rejects the configuration.
     fn new(config: &str) -> Result<Self, String>;

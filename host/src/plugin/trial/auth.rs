@@ -1,9 +1,9 @@
 //! The trial of an auth policy: `authorize` without credentials, with an unknown
 //! token, and with the token of every configured user whose token is known.
 
-use super::{REPLAYED, Report, Verdict, brief};
+use super::{REPLAYED, Report, Sample, Verdict, brief, replay};
 use crate::plugin::auth::{AuthKind, wit};
-use crate::plugin::loaded::Loaded;
+use crate::plugin::loaded::{Loaded, Trial};
 
 pub fn run(loaded: &Loaded<AuthKind>, verbose: bool) -> Report {
     let mut report = Report::new(verbose);
@@ -24,7 +24,7 @@ pub fn run(loaded: &Loaded<AuthKind>, verbose: bool) -> Report {
                 let verdict = judge(&request, user, &answer);
                 let shown = show(&answer);
                 if samples.len() < REPLAYED {
-                    samples.push((situation.clone(), request, shown.clone()));
+                    samples.push(Sample { situation: situation.clone(), input: request, answer: shown.clone() });
                 }
                 report.push(situation, shown, verdict);
             }
@@ -33,7 +33,10 @@ pub fn run(loaded: &Loaded<AuthKind>, verbose: bool) -> Report {
             break;
         }
     }
-    replay(&mut trial, &mut report, samples);
+    let ask = |trial: &mut Trial<'_, AuthKind>, request: &wit::AuthRequest| {
+        trial.call(|store, b| b.berry_gateway_auth().call_authorize(store, request)).map(|a| show(&a))
+    };
+    replay(&mut trial, &mut report, &samples, ask, "keep no state between calls");
     report
 }
 
@@ -67,40 +70,5 @@ fn judge(
             brief(&d.code)
         )),
         _ => Verdict::Pass,
-    }
-}
-
-/// Replay the samples on another instance: the same input must get the same answer.
-fn replay(
-    trial: &mut crate::plugin::loaded::Trial<'_, AuthKind>,
-    report: &mut Report,
-    samples: Vec<(String, wit::AuthRequest, String)>,
-) {
-    if samples.is_empty() || report.failure().is_some() {
-        return;
-    }
-    if let Err(e) = trial.another() {
-        report.push("another instance", "could not be made", Verdict::Fail(e));
-        return;
-    }
-    let mut differing = Vec::new();
-    for (situation, request, answer) in &samples {
-        match trial.call(|store, b| b.berry_gateway_auth().call_authorize(store, request)) {
-            Ok(again) if show(&again) == *answer => {}
-            Ok(again) => differing.push(format!("{situation}: {answer}, then {}", show(&again))),
-            Err(e) => {
-                report.push(format!("{situation} (on another instance)"), "failed", Verdict::Fail(e));
-                return;
-            }
-        }
-    }
-    let situation = format!("determinism: {} answers asked again of another instance", samples.len());
-    match differing.first() {
-        None => report.push(situation, "the same answers", Verdict::Pass),
-        Some(first) => report.push(
-            situation,
-            format!("{} differ", differing.len()),
-            Verdict::Warn(format!("the same credentials got another answer ({first}): keep no state between calls")),
-        ),
     }
 }

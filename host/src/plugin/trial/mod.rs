@@ -150,6 +150,53 @@ impl Report {
     }
 }
 
+/// A call whose answer is asked again of another instance (determinism).
+pub struct Sample<I> {
+    pub situation: String,
+    pub input: I,
+    /// The answer, as the report shows it.
+    pub answer: String,
+}
+
+/// Ask every sample again of another instance (`ask` makes the call and shows its
+/// answer): the same input must get the same answer. `hint` tells the author what to
+/// change when it does not.
+pub fn replay<K: crate::plugin::loaded::Kind, I>(
+    trial: &mut crate::plugin::loaded::Trial<'_, K>,
+    report: &mut Report,
+    samples: &[Sample<I>],
+    ask: impl Fn(&mut crate::plugin::loaded::Trial<'_, K>, &I) -> Result<String, String>,
+    hint: &str,
+) {
+    if samples.is_empty() || report.failure().is_some() {
+        return;
+    }
+    if let Err(e) = trial.another() {
+        report.push("another instance", "could not be made", Verdict::Fail(e));
+        return;
+    }
+    let mut differing = Vec::new();
+    for sample in samples {
+        match ask(trial, &sample.input) {
+            Ok(answer) if answer == sample.answer => {}
+            Ok(answer) => differing.push(format!("{}: {}, then {answer}", sample.situation, sample.answer)),
+            Err(e) => {
+                report.push(format!("{} (on another instance)", sample.situation), "failed", Verdict::Fail(e));
+                return;
+            }
+        }
+    }
+    let situation = format!("determinism: {} answers asked again of another instance", samples.len());
+    match differing.first() {
+        None => report.push(situation, "the same answers", Verdict::Pass),
+        Some(first) => report.push(
+            situation,
+            format!("{} differ", differing.len()),
+            Verdict::Warn(format!("the same input got another answer ({first}): {hint}")),
+        ),
+    }
+}
+
 /// Shorten an answer for the report.
 pub fn brief(text: impl std::fmt::Display) -> String {
     crate::telemetry::clean::clip(&text.to_string()).into_owned()

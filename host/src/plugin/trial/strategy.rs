@@ -1,17 +1,9 @@
 //! The trial of a strategy: `select` (and `observe`, `explain`) on every route, in
 //! the situations a gateway meets.
 
-use super::{DRAWS, REPLAYED, ROUTES_IN_FULL, Report, Verdict, brief};
-use crate::plugin::loaded::Loaded;
+use super::{DRAWS, REPLAYED, ROUTES_IN_FULL, Report, Sample, Verdict, brief, replay};
+use crate::plugin::loaded::{Loaded, Trial};
 use crate::plugin::strategy::{StrategyKind, wit};
-
-/// One call whose answer is replayed on another instance.
-struct Sample {
-    situation: String,
-    request: wit::Request,
-    states: Vec<wit::BackendState>,
-    answer: Vec<u32>,
-}
 
 pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
     let mut report = Report::new(verbose);
@@ -38,12 +30,8 @@ pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
                     Ok(order) => {
                         report.push(&situation, format!("{order:?}"), judge(route, &order));
                         if samples.len() < REPLAYED && (d == 0 || samples.len() % 3 == 0) {
-                            samples.push(Sample {
-                                situation,
-                                request: request.clone(),
-                                states: states.clone(),
-                                answer: order,
-                            });
+                            let input = (request.clone(), states.clone());
+                            samples.push(Sample { situation, input, answer: format!("{order:?}") });
                         }
                     }
                 }
@@ -59,7 +47,10 @@ pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
             }
         }
     }
-    replay(&mut trial, &mut report, samples);
+    let ask = |trial: &mut Trial<'_, StrategyKind>, (request, states): &(wit::Request, Vec<wit::BackendState>)| {
+        trial.call(|store, b| b.berry_gateway_strategy().call_select(store, request, states)).map(|o| format!("{o:?}"))
+    };
+    replay(&mut trial, &mut report, &samples, ask, "keep no state between calls; use request.random for chance");
     report
 }
 
@@ -141,7 +132,7 @@ fn judge(route: &wit::RouteInfo, order: &[u32]) -> Verdict {
 }
 
 fn observe(
-    trial: &mut crate::plugin::loaded::Trial<'_, StrategyKind>,
+    trial: &mut Trial<'_, StrategyKind>,
     report: &mut Report,
     route: &wit::RouteInfo,
     r: usize,
@@ -169,7 +160,7 @@ fn observe(
 }
 
 fn explain(
-    trial: &mut crate::plugin::loaded::Trial<'_, StrategyKind>,
+    trial: &mut Trial<'_, StrategyKind>,
     report: &mut Report,
     route: &wit::RouteInfo,
     r: usize,
@@ -194,39 +185,6 @@ fn explain(
             situation,
             format!("{} rows", rows.len()),
             Verdict::Warn(format!("explained {} backends of {}: the figures are not shown", rows.len(), states.len())),
-        ),
-    }
-}
-
-/// Replay the samples on another instance: the same input must get the same answer.
-fn replay(trial: &mut crate::plugin::loaded::Trial<'_, StrategyKind>, report: &mut Report, samples: Vec<Sample>) {
-    if samples.is_empty() || report.failure().is_some() {
-        return;
-    }
-    if let Err(e) = trial.another() {
-        report.push("another instance", "could not be made", Verdict::Fail(e));
-        return;
-    }
-    let mut differing = Vec::new();
-    for sample in &samples {
-        match trial.call(|store, b| b.berry_gateway_strategy().call_select(store, &sample.request, &sample.states)) {
-            Ok(answer) if answer == sample.answer => {}
-            Ok(answer) => differing.push(format!("{}: {:?} then {answer:?}", sample.situation, sample.answer)),
-            Err(e) => {
-                report.push(format!("{} (on another instance)", sample.situation), "failed", Verdict::Fail(e));
-                return;
-            }
-        }
-    }
-    let situation = format!("determinism: {} answers asked again of another instance", samples.len());
-    match differing.first() {
-        None => report.push(situation, "the same answers", Verdict::Pass),
-        Some(first) => report.push(
-            situation,
-            format!("{} differ", differing.len()),
-            Verdict::Warn(format!(
-                "the same input got another answer ({first}): keep no state between calls; use request.random for chance"
-            )),
         ),
     }
 }
