@@ -20,6 +20,7 @@
 pub mod adapter;
 pub mod config;
 pub mod error;
+pub mod fnv;
 pub mod gateway;
 pub mod health;
 pub mod memory;

@@ -88,7 +88,7 @@ impl RateLimiter {
 
 fn shard_of(user: &str) -> usize {
     // FNV-1a: cheap, and users are ids from config, not attacker-chosen keys.
-    let hash = user.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let hash = crate::fnv::hash(user.as_bytes());
     (hash % SHARDS as u64) as usize
 }
 

@@ -48,12 +48,11 @@ pub struct Gateway {
     listen: Mutex<Option<String>>,
 }
 
-/// The stages of a shutdown, for the parts of the gateway that must react.
+/// The stages of a shutdown, for the parts of the gateway that must react. (The
+/// first stage, closing the connections not serving a request, is the server's
+/// own: `server::connections::Connections::close_all`.)
 #[derive(Default)]
 pub struct Signals {
-    /// Cancelled when the server stops accepting: connections not yet serving a
-    /// request close.
-    pub draining: tokio_util::sync::CancellationToken,
     /// Cancelled when the drain timeout has passed: open streams end with an SSE
     /// error event.
     pub closing: tokio_util::sync::CancellationToken,

@@ -39,7 +39,16 @@ struct Watched {
 pub fn spawn(gateway: Weak<Gateway>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        if let Ok(event) = event {
+        // Only the kinds that can finish a write pass: a folder with a busy log file
+        // in it sends a modification event for every write.
+        if let Ok(event) = event
+            && matches!(
+                event.kind,
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    | EventKind::Modify(ModifyKind::Name(_))
+                    | EventKind::Create(_)
+            )
+        {
             let _ = tx.send(event);
         }
     });

@@ -282,8 +282,7 @@ fn embeddings(request: &Value, model: &str, settings: &MockSettings) -> Response
         .enumerate()
         .map(|(i, text)| {
             // A fixed pseudo-embedding derived from the text's bytes.
-            let mut seed =
-                text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let mut seed = crate::fnv::hash(text.as_bytes());
             let vector: Vec<f64> = (0..8)
                 .map(|_| {
                     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -84,7 +84,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 /// The WASI context of one plugin instance.
 pub fn context(plugin: &Arc<str>, output: &Arc<LineBudget>) -> WasiCtx {
-    let seed = plugin.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let seed = crate::fnv::hash(plugin.as_bytes());
     let mut rng = fastrand::Rng::with_seed(seed);
     // A long cycle of pseudo-random bytes, the same for every instance of the plugin.
     let mut cycle = || -> Vec<u8> { (0..RANDOM_CYCLE).map(|_| rng.u8(..)).collect() };

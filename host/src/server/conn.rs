@@ -59,7 +59,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, c
     let mut stream = stream;
     let detected = tokio::select! {
         d = tokio::time::timeout(header_timeout, detect(&mut stream)) => d,
-        () = connection.close.cancelled() => return,
+        () = connection.close.closed() => return,
     };
     let (protocol, prefix) = match detected {
         Ok(Ok(Some(found))) => found,
@@ -138,7 +138,7 @@ where
     loop {
         tokio::select! {
             result = served.as_mut() => return result,
-            () = connection.close.cancelled(), if !closing => {
+            () = connection.close.closed(), if !closing => {
                 closing = true;
                 shutdown(served.as_mut());
             }

@@ -10,12 +10,15 @@
 //! a request only moves its connection's own counter.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
 
 /// Every open connection, keyed by an id of its own.
 pub struct Connections {
@@ -41,9 +44,9 @@ pub struct Connection {
     /// When `busy` last fell to zero, in ms of [`clock_ms`]; `EVICTED` once chosen
     /// to make room.
     idle_since: AtomicU64,
-    /// Cancelled to close the connection gracefully: evicted, stalling, or the
-    /// gateway draining (it is a child of the drain token).
-    pub close: CancellationToken,
+    /// Set to close the connection gracefully: evicted, stalling, or the gateway
+    /// draining.
+    pub close: Closer,
     /// HTTP/2 streams of this connection reset because the client took nothing.
     stalls: AtomicU32,
 }
@@ -99,9 +102,8 @@ impl Connections {
     }
 
     /// Admit a connection from `ip`, closing the longest-idle one if every slot is
-    /// taken. `draining` is the gateway's drain token (the new connection's close
-    /// token is its child).
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, draining: &CancellationToken) -> Result<Lease, Refusal> {
+    /// taken.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Lease, Refusal> {
         let mut inner = self.lock();
         if self.max_per_ip > 0 && inner.per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
             return Err(Refusal::PerIp);
@@ -120,7 +122,7 @@ impl Connections {
             // a graceful close is immediate), and the newcomer needs its slot now.
             victim.idle_since.store(EVICTED, Ordering::Relaxed);
             inner.open.remove(&victim.id);
-            victim.close.cancel();
+            victim.close.close();
         }
         inner.next_id += 1;
         let connection = Arc::new(Connection {
@@ -128,12 +130,19 @@ impl Connections {
             ip,
             busy: AtomicU32::new(0),
             idle_since: AtomicU64::new(clock_ms()),
-            close: draining.child_token(),
+            close: Closer::default(),
             stalls: AtomicU32::new(0),
         });
         inner.open.insert(connection.id, connection.clone());
         *inner.per_ip.entry(ip).or_default() += 1;
         Ok(Lease { registry: self.clone(), connection, made_room })
+    }
+
+    /// Close every open connection gracefully (the gateway is draining).
+    pub fn close_all(&self) {
+        for connection in self.lock().open.values() {
+            connection.close.close();
+        }
     }
 
     /// Connections open now.
@@ -173,8 +182,48 @@ impl Connection {
     /// is closed.
     pub fn stalled(&self) {
         if self.stalls.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_STALLS {
-            self.close.cancel();
+            self.close.close();
         }
+    }
+}
+
+/// A connection's close switch. Its future is polled every time the connection's
+/// task wakes (on every read and write), so it costs an atomic load and a waker
+/// check, not a lock (as a `CancellationToken` would).
+#[derive(Default)]
+pub struct Closer {
+    closed: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Closer {
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Closer::close`] has been called.
+    pub fn closed(&self) -> Closed<'_> {
+        Closed(self)
+    }
+}
+
+pub struct Closed<'a>(&'a Closer);
+
+impl Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.is_closed() {
+            return Poll::Ready(());
+        }
+        self.0.waker.register(cx.waker());
+        // Closed between the check and the registration: the wake may have missed us.
+        if self.0.is_closed() { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -205,51 +254,49 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
-        let drain = CancellationToken::new();
         let registry = Connections::new(2, 0);
-        let first = registry.admit(ip(1), &drain).expect("room");
+        let first = registry.admit(ip(1)).expect("room");
         std::thread::sleep(Duration::from_millis(5));
-        let second = registry.admit(ip(1), &drain).expect("room");
+        let second = registry.admit(ip(1)).expect("room");
         let busy = second.connection.start();
-        let third = registry.admit(ip(2), &drain).expect("the idle one makes room");
+        let third = registry.admit(ip(2)).expect("the idle one makes room");
         assert!(third.made_room && !second.made_room);
-        assert!(first.connection.close.is_cancelled(), "the idle connection is closed");
-        assert!(!second.connection.close.is_cancelled(), "a busy connection is kept");
+        assert!(first.connection.close.is_closed(), "the idle connection is closed");
+        assert!(!second.connection.close.is_closed(), "a busy connection is kept");
         assert_eq!(registry.len(), 2);
         let _fourth_busy = third.connection.start();
-        assert_eq!(registry.admit(ip(3), &drain).err(), Some(Refusal::Full), "nothing idle: refused");
+        assert_eq!(registry.admit(ip(3)).err(), Some(Refusal::Full), "nothing idle: refused");
         drop(busy);
-        let fourth = registry.admit(ip(3), &drain).expect("idle again: it makes room");
-        assert!(fourth.made_room && second.connection.close.is_cancelled());
+        let fourth = registry.admit(ip(3)).expect("idle again: it makes room");
+        assert!(fourth.made_room && second.connection.close.is_closed());
         drop(first);
         assert_eq!(registry.len(), 2, "a closed victim's lease frees nothing twice");
     }
 
     #[test]
     fn one_address_holds_at_most_its_share() {
-        let drain = CancellationToken::new();
         let registry = Connections::new(100, 2);
-        let a = registry.admit(ip(1), &drain).expect("room");
-        let _b = registry.admit(ip(1), &drain).expect("room");
-        assert_eq!(registry.admit(ip(1), &drain).err(), Some(Refusal::PerIp));
-        assert!(registry.admit(ip(2), &drain).is_ok(), "other addresses are not affected");
+        let a = registry.admit(ip(1)).expect("room");
+        let _b = registry.admit(ip(1)).expect("room");
+        assert_eq!(registry.admit(ip(1)).err(), Some(Refusal::PerIp));
+        assert!(registry.admit(ip(2)).is_ok(), "other addresses are not affected");
         drop(a);
-        assert!(registry.admit(ip(1), &drain).is_ok(), "a closed connection frees its address's share");
+        assert!(registry.admit(ip(1)).is_ok(), "a closed connection frees its address's share");
     }
 
     #[test]
     fn streams_that_keep_stalling_close_their_connection() {
-        let drain = CancellationToken::new();
         let registry = Connections::new(10, 0);
-        let lease = registry.admit(ip(1), &drain).expect("room");
+        let lease = registry.admit(ip(1)).expect("room");
         for _ in 1..MAX_STALLS {
             lease.connection.stalled();
         }
-        assert!(!lease.connection.close.is_cancelled());
+        assert!(!lease.connection.close.is_closed());
         lease.connection.stalled();
-        assert!(lease.connection.close.is_cancelled());
-        drain.cancel();
-        let other = registry.admit(ip(2), &CancellationToken::new()).expect("room");
-        assert!(!other.connection.close.is_cancelled());
+        assert!(lease.connection.close.is_closed());
+        let other = registry.admit(ip(2)).expect("room");
+        assert!(!other.connection.close.is_closed());
+        registry.close_all();
+        assert!(other.connection.close.is_closed(), "a drain closes every connection");
     }
 }

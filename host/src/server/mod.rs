@@ -107,7 +107,7 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let lease = match registry.admit(peer.ip(), &gateway.signals.draining) {
+                let lease = match registry.admit(peer.ip()) {
                     Ok(lease) => lease,
                     Err(refusal) => {
                         // Closing at once frees the descriptor; the client may retry.
@@ -144,7 +144,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    gateway.signals.draining.cancel();
+    registry.close_all();
     let drain = gateway.snapshot().config.settings.drain_timeout;
     tracing::info!("shutting down: draining in-flight requests (up to {}s)", drain.as_secs_f64());
     tasks.close();

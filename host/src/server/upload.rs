@@ -6,7 +6,6 @@
 //! hold more than `max_buffered_body_bytes_per_user` of it.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +22,9 @@ pub struct BodyBudget {
     total: Arc<Semaphore>,
     total_bytes: usize,
     per_user: usize,
-    hasher: RandomState,
-    /// Bytes each user holds now, sharded so users do not share one lock.
-    users: [Mutex<HashMap<Box<str>, usize>>; SHARDS],
+    /// Bytes each user holds now, sharded so users do not share one lock. User ids
+    /// come from the configuration (or an auth policy), not from callers: FNV.
+    users: [Mutex<HashMap<Box<str>, usize, crate::fnv::BuildFnv>>; SHARDS],
 }
 
 const SHARDS: usize = 16;
@@ -40,7 +39,6 @@ impl BodyBudget {
             total: Arc::new(Semaphore::new(total)),
             total_bytes: total,
             per_user,
-            hasher: RandomState::new(),
             users: Default::default(),
         })
     }
@@ -51,8 +49,8 @@ impl BodyBudget {
         self.total_bytes == total.min(Semaphore::MAX_PERMITS) && self.per_user == per_user
     }
 
-    fn shard(&self, user: &str) -> &Mutex<HashMap<Box<str>, usize>> {
-        &self.users[self.hasher.hash_one(user) as usize % SHARDS]
+    fn shard(&self, user: &str) -> &Mutex<HashMap<Box<str>, usize, crate::fnv::BuildFnv>> {
+        &self.users[crate::fnv::hash(user.as_bytes()) as usize % SHARDS]
     }
 
     /// Take `bytes` more for `held` (one request of `user`).

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A/B: two berry binaries (say, the previous commit's and this one's) under the same
+# load in one run, beside the bare proxy, rounds alternating so a slow spell of the
+# machine hits all three: throughput and CPU per request at 32 connections, with one
+# log line per request written to a file, as operators run it.
+#
+#   benches/ab.sh OLD_BERRY NEW_BERRY [ROUNDS]
+#
+# Needs wrk; builds the bench tools (the bare proxy, the mock comes from NEW_BERRY).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: benches/ab.sh OLD_BERRY NEW_BERRY [ROUNDS]" >&2; exit 2; }
+old=$(realpath "$1") new=$(realpath "$2") rounds=${3:-5}
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+cargo build --release -q -p berry-bench-tools
+tmp=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+wait_for() {
+  for _ in $(seq 4000); do
+    if grep -q "$2" "$1" 2>/dev/null; then grep -o "$2[^ /]*" "$1" | head -1 | sed "s|$2||"; return; fi
+    sleep 0.005
+  done
+  echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+clk_tck=$(getconf CLK_TCK)
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+json() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+"$new" mock-provider --port 0 > "$tmp/mock.log" 2>&1 &
+mock=$(wait_for "$tmp/mock.log" "listening on http://")
+target/release/bare-proxy --upstream "$mock" > "$tmp/bare.log" 2>&1 &
+bare_pid=$!
+bare=$(wait_for "$tmp/bare.log" "listening on http://")
+{
+  echo '[settings]'; echo 'max_retries = 1'
+  for i in 1 2 3 4; do
+    printf '[providers.p%s]\nbase_url = "http://%s/v1"\napi_key = "sk-bench-%s"\nmodels = ["mock"]\n' "$i" "$mock" "$i"
+  done
+  printf '[models.bench]\nname = "bench"\nstrategy = "smart_ai"\n'
+  for i in 1 2 3 4; do printf '[[models.bench.backends]]\nprovider = "p%s"\nmodel = "mock"\nweight = %s\n' "$i" "$i"; done
+  printf '[users.bench]\ntoken = "berry-bench-token"\n'
+} > "$tmp/berry.toml"
+declare -A pid url
+for t in old new; do
+  bin=$old; [ "$t" = new ] && bin=$new
+  BERRY_CACHE_DIR="$tmp/cache-$t" RUST_LOG=info "$bin" serve --config "$tmp/berry.toml" --listen 127.0.0.1:0 \
+    > "$tmp/$t.log" 2>&1 &
+  pid[$t]=$!
+  url[$t]="http://$(wait_for "$tmp/$t.log" "listening on http://")/v1/chat/completions"
+done
+pid[bare]=$bare_pid
+url[bare]="http://$bare/v1/chat/completions"
+
+declare -A rps cpu
+for t in bare old new; do wrk -t1 -c8 -d1s -s benches/chat.lua "${url[$t]}" > /dev/null; done
+for round in $(seq "$rounds"); do
+  for t in bare old new; do
+    before=$(cpu_ticks "${pid[$t]}")
+    r=$(wrk -t1 -c32 -d4s -s benches/chat.lua "${url[$t]}" | grep '^RESULT ' | sed 's/^RESULT //')
+    after=$(cpu_ticks "${pid[$t]}")
+    rps[$t]+=" $(json "$r" rps)"
+    cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+    echo "round $round $t $r" >&2
+  done
+done
+echo "| target | req/s (median of $rounds) | CPU µs per request | vs bare proxy (CPU) |"
+echo "|---|---:|---:|---:|"
+bare_cpu=$(median ${cpu[bare]})
+for t in bare old new; do
+  c=$(median ${cpu[$t]})
+  printf '| %s | %.0f | %.1f | %.2f× |\n' "$t" "$(median ${rps[$t]})" "$c" "$(python3 -c "print($c/$bare_cpu)")"
+done
