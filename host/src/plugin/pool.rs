@@ -1,14 +1,15 @@
 //! Warm instances, reused across calls.
 //!
 //! Instantiating a component costs ~10× a call, so each plugin keeps a small
-//! lock-free queue of configured instances. A call takes one (or makes one), and
-//! gives it back only if the call succeeded: a trapped instance may be in any state
-//! and is dropped.
+//! stack of configured instances. A call takes one (or makes one), and gives it
+//! back only if the call succeeded: a trapped instance may be in any state and is
+//! dropped. Last in, first out: the instance used last is the one whose memory is
+//! still in the cache (a queue would rotate through every warm instance, each call
+//! touching cold memory). The lock is held for a push or a pop, never for a call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crossbeam_queue::ArrayQueue;
 use wasmtime::Store;
 
 use super::sandbox::{HostState, arm};
@@ -101,23 +102,31 @@ impl CallStats {
 pub struct Pool<B> {
     plugin: Arc<str>,
     limits: Limits,
-    idle: ArrayQueue<Warm<B>>,
+    idle: std::sync::Mutex<Vec<Warm<B>>>,
     pub stats: Arc<CallStats>,
 }
 
 impl<B> Pool<B> {
     pub fn new(plugin: Arc<str>, limits: Limits, stats: Arc<CallStats>) -> Self {
-        Pool { plugin, limits, idle: ArrayQueue::new(WARM_INSTANCES), stats }
+        Pool { plugin, limits, idle: std::sync::Mutex::new(Vec::with_capacity(WARM_INSTANCES)), stats }
     }
 
     pub fn put(&self, warm: Warm<B>) {
-        // A full queue means enough instances are warm already: drop this one.
-        let _ = self.idle.push(warm);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Enough instances are warm already: this one is dropped (after the lock).
+        let spare = if idle.len() < WARM_INSTANCES {
+            idle.push(warm);
+            None
+        } else {
+            Some(warm)
+        };
+        drop(idle);
+        drop(spare);
     }
 
-    /// A warm instance, if one is idle.
+    /// The warm instance used last, if one is idle.
     pub fn take(&self) -> Option<Warm<B>> {
-        self.idle.pop()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     /// Run `call` on a warm instance (made by `make` when none is idle), under a
@@ -148,7 +157,7 @@ impl<B> Pool<B> {
         if let Some(m) = &self.stats.metrics {
             m.calls.inc();
         }
-        let mut warm = match self.idle.pop() {
+        let mut warm = match self.take() {
             Some(w) => w,
             None => make().inspect_err(|e| {
                 self.stats.remember(&e.to_string());
