@@ -2,18 +2,21 @@
 # Config size and memory after bursts (issue 17): the release binary's start time and
 # RSS with tens of thousands of users and models, and its RSS after bursts of streams.
 #
-#   benches/scale.sh            # prints the two tables (~3 minutes after the build)
+#   benches/scale.sh            # prints the two tables (~5 minutes after the build)
 #   benches/scale.sh --write    # … and puts them into BENCHMARKS.md
+#   benches/scale.sh --only config|bursts   # one of the two
 #
 # Builds berry and the bench tools with --release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-write=0
-for arg in "$@"; do
-  case $arg in
+write=0 only=""
+while [ $# -gt 0 ]; do
+  case $1 in
     --write) write=1 ;;
-    *) echo "usage: benches/scale.sh [--write]" >&2; exit 2 ;;
+    --only) only=$2; shift ;;
+    *) echo "usage: benches/scale.sh [--write] [--only config|bursts]" >&2; exit 2 ;;
   esac
+  shift
 done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release -q -p berry -p berry-bench-tools
@@ -45,6 +48,7 @@ start() {
 }
 stop() { kill -TERM "$1"; wait "$1" 2>/dev/null || true; }
 
+if [ "$only" != bursts ]; then
 # --- config size -----------------------------------------------------------------
 # config MODELS USERS hashed|plain STRATEGY → the file's path
 config() {
@@ -87,12 +91,16 @@ for spec in "3 2 plain weighted_random" "3 1000 plain weighted_random" "3 10000 
   echo "| $1 models, $2 users ($3 tokens), $4 | $size | $ms | $rss |" >> "$table"
   echo "config $spec: start ${ms} ms, RSS ${rss} MB" >&2
 done
+cat "$table"; echo
+[ "$write" = 1 ] && python3 benches/put_table.py scale-config-table "$table"
+fi
+[ "$only" = config ] && exit 0
 
 # --- memory after bursts ---------------------------------------------------------
 "$bin/berry" mock-provider --port 0 --chunks 20 --chunk-delay-ms 50 > "$tmp/mock.log" 2>&1 &
 for _ in $(seq 2000); do grep -q "listening on http://" "$tmp/mock.log" && break; sleep 0.005; done
 mock=$(grep -o 'listening on http://[^ /]*' "$tmp/mock.log" | sed 's|listening on http://||')
-printf '[settings]\nclient_header_timeout_seconds = 5\n[providers.p]\nbase_url = "http://%s/v1"\nmodels = ["mock"]\n[models.bench]\nname = "bench"\n[[models.bench.backends]]\nprovider = "p"\nmodel = "mock"\n[users.bench]\ntoken = "berry-bench-token"\n' "$mock" > "$tmp/burst.toml"
+printf '[settings]\nclient_header_timeout_seconds = 5\n[providers.p]\nbase_url = "http://%s/v1"\napi_key = "sk-bench"\nmodels = ["mock"]\n[models.bench]\nname = "bench"\n[[models.bench.backends]]\nprovider = "p"\nmodel = "mock"\n[users.bench]\ntoken = "berry-bench-token"\n' "$mock" > "$tmp/burst.toml"
 read -r pid _ addr < <(start "$tmp/burst.toml")
 "$bin/stream-load" --url "http://$addr/v1/chat/completions" --token berry-bench-token --streams 20 --seconds 2 > /dev/null
 sleep 3
@@ -111,19 +119,17 @@ after() { # RSS n seconds after the bursts ended
   [ "$wait_ms" -gt 0 ] && sleep "$(awk "BEGIN {print $wait_ms/1000}")"
   rss_mb "$pid"
 }
-a10=$(after 10); a30=$(after 30); a60=$(after 60)
+a10=$(after 10); a30=$(after 30); a60=$(after 60); a120=$(after 120)
 kill "$sampler" 2>/dev/null || true
 stop "$pid"
 bursts="$out/scale-bursts.md"
 {
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD); \`benches/scale.sh\`: two bursts of 5,000 concurrent streams (8 s each, 20 chunks 50 ms apart), RSS of the release binary."
   echo
-  echo "| idle (MB) | peak (MB) | 10 s after (MB) | 30 s after (MB) | 60 s after (MB) | 60 s after vs idle |"
-  echo "|---:|---:|---:|---:|---:|---:|"
-  echo "| $idle | $peak | $a10 | $a30 | $a60 | $(awk "BEGIN {printf \"%.2f×\", $a60/$idle}") |"
+  echo "| idle (MB) | peak (MB) | 10 s after (MB) | 30 s after (MB) | 60 s after (MB) | 120 s after (MB) | 60 s after vs idle |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| $idle | $peak | $a10 | $a30 | $a60 | $a120 | $(awk "BEGIN {printf \"%.2f×\", $a60/$idle}") |"
 } > "$bursts"
-cat "$table"; echo; cat "$bursts"
-if [ "$write" = 1 ]; then
-  python3 benches/put_table.py scale-config-table "$table"
-  python3 benches/put_table.py scale-bursts-table "$bursts"
-fi
+cat "$bursts"
+[ "$write" = 1 ] && python3 benches/put_table.py scale-bursts-table "$bursts"
+exit 0

@@ -60,8 +60,9 @@ pub fn spawn_trimmer(metrics: Weak<Metrics>) {
     });
 }
 
-/// Trims after the one at the end of a burst.
-const FOLLOW_UPS: [Duration; 3] = [Duration::from_secs(10), Duration::from_secs(30), Duration::from_secs(96)];
+/// Trims after the one at the end of a burst: soon, once the burst's idle upstream
+/// connections have closed (`relay::client`: 45 s), and once more.
+const FOLLOW_UPS: [Duration; 3] = [Duration::from_secs(10), Duration::from_secs(50), Duration::from_secs(100)];
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn can_trim() -> bool {

@@ -51,7 +51,9 @@ fn builder() -> Builder {
     builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // An idle upstream connection is closed after 45 s (nginx's upstream
+        // keepalive_timeout is 60 s): what a burst leaves is given back within a minute.
+        .pool_idle_timeout(Duration::from_secs(45))
         // Idle connections kept per provider host between requests. Under load the
         // connections in use are not idle, so this bounds only what a burst leaves
         // behind (a TLS connection holds tens of KiB): 64, as nginx's upstream
