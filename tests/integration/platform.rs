@@ -358,9 +358,17 @@ async fn the_scaffold_builds_and_loads() {
         built.join("my_router.wasm").display().to_string(),
         built.join("my_auth.wasm").display().to_string(),
     ));
+    // Issue 18: the scaffolded policy admits `token_sha256` users too, and grants
+    // admin (a pinned backend) to users tagged admin.
+    toml.push_str(&format!("\n[users.hashed]\ntoken_sha256 = \"{}\"\n", key_hash("berry-hashed-token")));
     let gw = TestGateway::start(&toml).await;
     assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
+    assert_eq!(gw.chat("berry-hashed-token", &chat_body("m")).await.status, 200, "a token_sha256 user");
     gw.chat("berry-wrong", &chat_body("m")).await.assert_error(401, "invalid_api_key");
+    let mut pinned = chat_body("m");
+    pinned["backend"] = json!("up");
+    assert_eq!(gw.chat(ADMIN_TOKEN, &pinned).await.status, 200, "an admin may pin a backend");
+    gw.chat(TOKEN, &pinned).await.assert_error(403, "backend_pin_forbidden");
 }
 
 #[test]
