@@ -6,7 +6,7 @@ use wasmtime::component::InstancePre;
 
 use super::engine::{CompiledPlugin, PluginEngine, engine, linker_for};
 use super::pool::{Pool, Recheck, Warm, describe};
-use super::sandbox::{HostState, arm_with, new_store};
+use super::sandbox::{HostState, arm, arm_with, new_store};
 use super::{Limits, PluginError};
 
 /// Instances made when a plugin is loaded: one per core (calls are synchronous, so
@@ -110,8 +110,12 @@ impl<K: Kind> Loaded<K> {
         call: impl FnOnce(&mut wasmtime::Store<HostState>, &K::Bindings) -> wasmtime::Result<R>,
         recheck: Option<Recheck<'_, K::Bindings>>,
     ) -> Result<R, PluginError> {
-        let make = || make::<K>(&self.pre, &self.compiled, &self.limits, &self.config_json, &self.data).map(|(w, _)| w);
-        self.pool.call(make, call, recheck)
+        self.pool.call(|| self.instance(), call, recheck)
+    }
+
+    /// A new instance, instantiated and configured.
+    fn instance(&self) -> Result<Warm<K::Bindings>, PluginError> {
+        make::<K>(&self.pre, &self.compiled, &self.limits, &self.config_json, &self.data).map(|(warm, _)| warm)
     }
 }
 
@@ -156,7 +160,7 @@ impl<K: Kind> Trial<'_, K> {
             Some(warm) => warm,
             None => self.instance()?,
         };
-        arm_with(&mut warm.store, self.loaded.limits.fuel, self.loaded.limits.deadline);
+        arm(&mut warm.store, &self.loaded.limits);
         match call(&mut warm.store, &warm.bindings) {
             Ok(value) => {
                 self.current = Some(warm);
@@ -177,12 +181,9 @@ impl<K: Kind> Trial<'_, K> {
     }
 
     fn instance(&self) -> Result<Warm<K::Bindings>, String> {
-        let loaded = self.loaded;
-        match loaded.pool.take() {
+        match self.loaded.pool.take() {
             Some(warm) => Ok(warm),
-            None => make::<K>(&loaded.pre, &loaded.compiled, &loaded.limits, &loaded.config_json, &loaded.data)
-                .map(|(warm, _)| warm)
-                .map_err(|e| e.to_string()),
+            None => self.loaded.instance().map_err(|e| e.to_string()),
         }
     }
 }

@@ -190,7 +190,7 @@ where
                 Err(_) => {
                     stream.stalled();
                     if let Some(reset) = reset {
-                        reset.cancel();
+                        reset.close();
                     }
                     return;
                 }

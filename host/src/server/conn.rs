@@ -25,10 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::body::BerryBody;
-use super::connections::{Busy, Connection};
+use super::connections::{Busy, Closer, Connection};
 use super::router;
 use crate::gateway::Gateway;
 use crate::metrics::ConnectionLabels;
@@ -48,7 +47,7 @@ enum Protocol {
 }
 
 /// Serve one accepted connection until it ends, or until `connection.close` is
-/// cancelled (the gateway drains, or the connection was evicted or keeps stalling):
+/// set (the gateway drains, or the connection was evicted or keeps stalling):
 /// then it is closed gracefully, its requests in flight finishing first.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, gateway: Arc<Gateway>, connection: Arc<Connection>) {
     // Only the numbers: the connection lives long, the settings' strings need not.
@@ -181,15 +180,15 @@ impl Body for Tracked {
 
 tokio::task_local! {
     /// The reset switch of the HTTP/2 stream a request arrived on.
-    static STREAM_RESET: CancellationToken;
+    static STREAM_RESET: Arc<Closer>;
 }
 
 /// The reset switch of the HTTP/2 stream the current request arrived on, if it did:
-/// cancelling it resets the stream (RST_STREAM) and counts a stall against its
+/// closing it resets the stream (RST_STREAM) and counts a stall against its
 /// connection. A stream the client grants no flow-control window is no longer
 /// polled by hyper, so nothing inside its body can end it; this can.
-pub fn stream_reset() -> Option<CancellationToken> {
-    STREAM_RESET.try_with(CancellationToken::clone).ok()
+pub fn stream_reset() -> Option<Arc<Closer>> {
+    STREAM_RESET.try_with(Arc::clone).ok()
 }
 
 /// Runs each HTTP/2 stream of a connection (hyper hands it the stream's task) with
@@ -205,12 +204,14 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     fn execute(&self, stream: F) {
-        let reset = CancellationToken::new();
+        // A `Closer`, not a `CancellationToken`: it is polled on every wake of the
+        // stream's task, and a token locks a mutex each time.
+        let reset = Arc::new(Closer::default());
         let connection = self.connection.clone();
         let run = STREAM_RESET.scope(reset.clone(), async move {
             tokio::select! {
                 () = stream => {}
-                () = reset.cancelled() => connection.stalled(),
+                () = reset.closed() => connection.stalled(),
             }
         });
         tokio::spawn(run);
