@@ -5,18 +5,21 @@
 #   benches/load.sh                 # full run (~6 minutes after the build)
 #   benches/load.sh --quick         # shorter phases, for trying the script
 #   benches/load.sh --write         # also put the table into BENCHMARKS.md
+#   benches/load.sh --cluster       # only: one replica with [cluster] (a real
+#                                   # redis-server) against one node without it
 #
-# Needs wrk (Debian: apt-get install wrk). Builds berry and the bench tools with
+# Needs wrk (Debian: apt-get install wrk); --cluster also redis-server. Builds berry and the bench tools with
 # --release. Writes target/bench/table.md and the raw results next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0
+rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0
 for arg in "$@"; do
   case $arg in
     --quick) rounds=3 secs=2 stream_secs=4 streams=200 many_streams=1000 ;;
     --write) write=1 ;;
-    *) echo "usage: benches/load.sh [--quick] [--write]" >&2; exit 2 ;;
+    --cluster) cluster=1 ;;
+    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster]" >&2; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -118,6 +121,63 @@ wrk_run() { # target connections seconds [delay ms] → RESULT json
 # median over the rounds: a slow spell of this shared machine then hits every target
 # alike instead of one.
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
+delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
+check() { python3 -c "print('✅' if $1 else '❌')"; }
+
+# --- [cluster] on vs off (--cluster): the same config, its user rate-limited (so every
+# request asks Redis: the worst case; users without a limit never do), served by one
+# node without [cluster] and by one replica with it. ---------------------------------
+if [ "$cluster" = 1 ]; then
+  command -v redis-server >/dev/null || { echo "redis-server is needed: apt-get install redis-server" >&2; exit 1; }
+  redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no > "$tmp/redis.log" 2>&1 &
+  pid[redis]=$!
+  sed 's/^token = "berry-bench-token"$/&\nrate_limit = { requests_per_minute = 1000000000 }/' "$tmp/berry.toml" > "$tmp/node.toml"
+  { cat "$tmp/node.toml"; printf '\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\n' "$redis_port"; } > "$tmp/fleet.toml"
+  # The same replica asking Redis on every request (what a small limit costs).
+  { cat "$tmp/fleet.toml"; echo 'lease_max = 1'; echo 'key_prefix = "exact:"'; } > "$tmp/exact.toml"
+  for t in node fleet exact; do
+    RUST_LOG=info "$bin/berry" serve --config "$tmp/$t.toml" --listen 127.0.0.1:0 > "$tmp/$t.log" 2>&1 &
+    pid[$t]=$!
+    url[$t]="http://$(wait_for "$tmp/$t.log" "listening on http://")/v1/chat/completions"
+  done
+  echo "== [cluster] on vs off: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
+  for t in node fleet exact; do wrk_run "$t" 8 1 > /dev/null; done
+  declare -A c_cpu c_p50 c_rps c_redis
+  for conns in 1 32; do
+    for round in $(seq "$rounds"); do
+      for t in node fleet exact; do
+        before=$(cpu_ticks "${pid[$t]}"); redis_before=$(cpu_ticks "${pid[redis]}")
+        r=$(wrk_run "$t" "$conns" "$secs")
+        after=$(cpu_ticks "${pid[$t]}"); redis_after=$(cpu_ticks "${pid[redis]}")
+        echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
+        c_rps[$t,$conns]+=" $(json "$r" rps)"; c_p50[$t,$conns]+=" $(json "$r" p50_us)"
+        c_cpu[$t,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+        c_redis[$t,$conns]+=" $(python3 -c "print(($redis_after-$redis_before)*1e6/$clk_tck/$(json "$r" requests))")"
+      done
+    done
+  done
+  m() { python3 -c "print(round($(median ${1}), 1))"; }
+  {
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --cluster\`: the bench config with its user rate-limited, one log line per request to a file; medians of $rounds alternating rounds."
+    echo
+    echo "| connections | measure | one node | replica, permits leased (default) | ratio | target | met | replica, Redis on every request (\`lease_max = 1\`) | ratio |"
+    echo "|---|---|---:|---:|---:|---|:-:|---:|---:|"
+    for c in 1 32; do
+      n=$(m "${c_cpu[node,$c]}"); f=$(m "${c_cpu[fleet,$c]}"); e=$(m "${c_cpu[exact,$c]}")
+      echo "| $c | Berry CPU per request (µs) | $n | $f | $(ratio "$f" "$n") | ≤ 1.15× | $(check "$f <= 1.15 * $n") | $e | $(ratio "$e" "$n") |"
+      echo "| $c | redis-server CPU per request (µs) | | $(m "${c_redis[fleet,$c]}") | | | | $(m "${c_redis[exact,$c]}") | |"
+      n=$(m "${c_p50[node,$c]}"); f=$(m "${c_p50[fleet,$c]}"); e=$(m "${c_p50[exact,$c]}")
+      echo "| $c | latency p50 (µs) | $n | $f | $(ratio "$f" "$n") | | | $e | $(ratio "$e" "$n") |"
+      n=$(m "${c_rps[node,$c]}"); f=$(m "${c_rps[fleet,$c]}"); e=$(m "${c_rps[exact,$c]}")
+      echo "| $c | throughput (req/s) | $n | $f | $(ratio "$f" "$n") | | | $e | $(ratio "$e" "$n") |"
+    done
+  } > "$out/cluster.md"
+  cat "$out/cluster.md"
+  if [ "$write" = 1 ]; then python3 benches/put_table.py cluster-table "$out/cluster.md"; fi
+  exit 0
+fi
 
 # --- 1. throughput at fixed concurrency (32 and 64 connections), CPU per request --
 # Berry runs twice: with its per-request log lines (berry) and without (quiet).
@@ -219,9 +279,6 @@ auth_calls=$(plugin_calls token_auth)
 relayed=$(echo "$metrics" | awk '/^berry_requests_total/ {s += $2} END {print s}')
 
 # --- the table --------------------------------------------------------------------
-ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
-delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
-check() { python3 -c "print('✅' if $1 else '❌')"; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); \`benches/load.sh\`. Berry writes one log line per request to a file unless a row says otherwise."

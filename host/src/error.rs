@@ -191,6 +191,20 @@ impl GatewayError {
         e
     }
 
+    /// `[cluster] on_unavailable = "deny"`: the shared rate limits cannot be read.
+    pub fn shared_limits_unavailable() -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "rate_limits_unavailable",
+            "The gateway cannot reach its shared rate-limit store and is configured to refuse rate-limited \
+             requests until it can; retry shortly.",
+            ErrorSource::Internal,
+        );
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn rate_limited(limit: u32, retry_after: std::time::Duration) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -15,9 +15,11 @@
 //! - [`adapter`]: the wire formats of providers (OpenAI, Azure, Anthropic, Gemini).
 //! - [`mock`]: the embedded mock provider (OpenAI, Anthropic and Gemini formats).
 //! - [`memory`]: free memory handed back to the system after bursts.
+//! - [`cluster`]: replicas sharing limits, health, scores and plugins through Redis.
 //! - [`redact`]: configured secrets kept out of relayed provider failures and logs.
 
 pub mod adapter;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fnv;

@@ -200,6 +200,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
     };
     gateway.set_listen_address(&listen);
+    gateway.join_fleet().await;
     gateway.watch_files();
     reload_on_sighup(gateway.clone());
     let addr = listener.local_addr().map_or(listen.clone(), |a| a.to_string());
@@ -212,7 +213,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let force = async move {
         let _ = second.wait_for(|n| *n >= 2).await;
     };
+    let fleet = gateway.cluster.clone();
     let stopped = berry::server::serve(listener, gateway, shutdown, force).await;
+    if let Some(cluster) = fleet {
+        cluster.leave().await;
+    }
     tracing::info!(?stopped, "berry stopped");
     if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
@@ -285,8 +290,17 @@ async fn check_config(path: PathBuf) -> ExitCode {
         eprintln!("warning: {warning}");
     }
     match Gateway::start(config).await {
-        Ok(_) => {
+        Ok(gateway) => {
             println!("{}: OK ({models} models, {users} users)", path.display());
+            // Checked, not joined: a check announces no replica and takes no plugin.
+            if let Some(cluster) = &gateway.cluster {
+                match cluster.ping().await {
+                    Ok(()) => println!("cluster: Redis answers"),
+                    Err(e) => {
+                        println!("cluster: Redis does not answer ({e}); replicas would start under on_unavailable")
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => fail(&format!("{} is invalid:\n{e}", path.display())),

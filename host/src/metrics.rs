@@ -119,6 +119,74 @@ pub struct Metrics {
     pub connection_errors: Family<ConnectionLabels, Counter>,
     /// Scrapes refresh the gauges; one at a time.
     pub scrape: Mutex<()>,
+    /// Registered only with `[cluster]`.
+    pub cluster: ClusterMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// "rate_limit", "sync" or "plugin".
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// `cluster.on_unavailable`: "local", "allow" or "deny".
+    pub policy: &'static str,
+}
+
+/// The fleet's metrics: Redis operations and the fault policy in force.
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    pub op_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
+    pub op_errors: Family<OpLabels, Counter>,
+    /// Rate-limit decisions made without Redis, by the policy applied.
+    pub fallbacks: Family<PolicyLabels, Counter>,
+    pub up: Gauge,
+    pub replicas: Gauge,
+}
+
+impl ClusterMetrics {
+    pub fn seconds(&self, op: &'static str) -> Histogram {
+        self.op_seconds.get_or_create(&OpLabels { op }).clone()
+    }
+
+    pub fn errors(&self, op: &'static str) -> Counter {
+        self.op_errors.get_or_create(&OpLabels { op }).clone()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register("cluster_redis_op_duration_seconds", "Redis operations by kind", self.op_seconds.clone());
+        registry.register(
+            "cluster_redis_op_errors",
+            "Redis operations that failed or timed out",
+            self.op_errors.clone(),
+        );
+        registry.register(
+            "cluster_fallbacks",
+            "Rate-limit decisions made without Redis, by the on_unavailable policy applied",
+            self.fallbacks.clone(),
+        );
+        registry.register("cluster_redis_up", "1 while Redis answers", self.up.clone());
+        registry.register("cluster_replicas", "Replicas seen in the fleet (this one included)", self.replicas.clone());
+    }
+}
+
+fn redis_histogram() -> Histogram {
+    // 50 µs … ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Default for ClusterMetrics {
+    fn default() -> Self {
+        ClusterMetrics {
+            op_seconds: Family::new_with_constructor(redis_histogram as fn() -> Histogram),
+            op_errors: Family::default(),
+            fallbacks: Family::default(),
+            up: Gauge::default(),
+            replicas: Gauge::default(),
+        }
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,6 +201,13 @@ fn plugin_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl Metrics {
+    /// The gateway's metrics; `cluster`: with the fleet's (`[cluster]` configured).
+    pub fn new(cluster: bool) -> Self {
         let mut registry = Registry::with_prefix("berry");
         let requests = Family::default();
         let request_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -164,7 +239,11 @@ impl Default for Metrics {
             connection_errors: Family::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
+            cluster: ClusterMetrics::default(),
         };
+        if cluster {
+            m.cluster.register(&mut registry);
+        }
         registry.register(
             "requests",
             "Relayed requests by model, answering backend and status class",
@@ -238,9 +317,7 @@ impl Default for Metrics {
         );
         Metrics { registry, ..m }
     }
-}
 
-impl Metrics {
     /// The registry in Prometheus/OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -100,12 +100,29 @@ pub fn of_config(config: &crate::config::Config) -> Redactor {
     });
     let users = config.users.iter().filter_map(|u| u.token.as_ref().map(|t| t.expose()));
     let admin = config.settings.admin_token.iter().map(|t| t.expose());
-    Redactor::new(providers.chain(users).chain(admin))
+    // The Redis password (`redis://user:password@host`), should an error quote the URL.
+    let redis = config.cluster.iter().filter_map(|c| redis_password(c.redis_url.expose()));
+    Redactor::new(providers.chain(users).chain(admin).chain(redis))
+}
+
+fn redis_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    Some(userinfo.rsplit_once(':').map_or(userinfo, |(_, password)| password)).filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redis_password_is_found_in_its_url() {
+        assert_eq!(redis_password("redis://:hunter2-long@host:6379"), Some("hunter2-long"));
+        assert_eq!(redis_password("rediss://user:pa:ss@host:6379/0"), Some("ss"));
+        assert_eq!(redis_password("redis://tokenonly@host"), Some("tokenonly"));
+        assert_eq!(redis_password("redis://host:6379"), None);
+        assert_eq!(redis_password("redis://user:@host"), None);
+    }
 
     #[test]
     fn secrets_are_replaced_wherever_they_appear() {

@@ -30,6 +30,8 @@ fn check_config_accepts_every_example() {
                 .env("OPENAI_API_KEY", "sk-example")
                 .env("ANTHROPIC_API_KEY", "sk-example")
                 .env("BERRY_ADMIN_TOKEN", "admin-example")
+                // Nothing listens there: a fleet config checks without its Redis.
+                .env("REDIS_URL", "redis://127.0.0.1:1")
                 .output()
                 .expect("run berry");
             assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));

@@ -55,6 +55,7 @@ impl TestGateway {
             )
             .try_init();
         let gateway = Gateway::start(config).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        gateway.join_fleet().await;
         let server = Server::start(gateway.clone(), "127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", server.addr());
         TestGateway { gateway, _server: server, base }
@@ -403,4 +404,85 @@ pub async fn exit_of(mut child: std::process::Child) -> std::process::ExitStatus
 pub fn sigterm(child: &std::process::Child) {
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(status.success());
+}
+
+/// A real `redis-server` on a free loopback port, in its own folder, persisting
+/// nothing; killed when dropped. (`scripts/test` installs the Debian package.)
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(port, dir.path());
+        RedisServer { child: Some(child), port, dir }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> std::process::Child {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (scripts/test installs it: apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !Self::answers(port) {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    /// Whether a PING gets PONG.
+    fn answers(port: u16) -> bool {
+        use std::io::Write;
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().expect("kill").success());
+    }
+
+    /// Freeze it (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kill it (SIGKILL): its data is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Some(Self::spawn(self.port, self.dir.path()));
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod client_text;
+mod cluster;
 mod connections;
 mod e2e;
 mod errors;

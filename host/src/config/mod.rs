@@ -55,6 +55,8 @@ pub struct Config {
     pub users: Vec<User>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub auth: AuthSettings,
+    /// `[cluster]`: shared state through Redis. Read at start.
+    pub cluster: Option<ClusterSettings>,
     /// Where the file was read from; relative plugin paths resolve against its folder.
     pub source: Option<PathBuf>,
     /// Things that load but deserve the operator's attention (keys from berry-api
@@ -120,6 +122,43 @@ pub struct Settings {
     pub protect_health: bool,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
     pub smart_ai_json: String,
+}
+
+/// `[cluster]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// May carry a password: a secret.
+    pub redis_url: Secret,
+    /// Every key Berry writes starts with it (several fleets can share one Redis).
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub on_unavailable: OnUnavailable,
+    pub sync_interval: Duration,
+    pub replica_name: String,
+    /// Rate-limit permits leased from Redis at a time, at most (`cluster/limits.rs`).
+    pub lease_max: u32,
+}
+
+/// What rate limits do while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Each replica limits with its own counters, at its share of the limit (the limit
+    /// divided by the replicas it last saw).
+    Local,
+    /// No rate limit until Redis is back.
+    Allow,
+    /// Rate-limited users are refused (503) until Redis is back.
+    Deny,
+}
+
+impl OnUnavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnUnavailable::Local => "local",
+            OnUnavailable::Allow => "allow",
+            OnUnavailable::Deny => "deny",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

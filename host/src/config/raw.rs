@@ -21,6 +21,27 @@ pub struct RawConfig {
     pub plugins: BTreeMap<String, RawPlugin>,
     #[serde(default)]
     pub auth: RawAuth,
+    /// Replicas sharing state through Redis; absent: one node.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://` (TLS).
+    pub redis_url: String,
+    pub key_prefix: Option<String>,
+    /// Cap on one Redis operation, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// "local" (default), "allow" or "deny".
+    pub on_unavailable: Option<String>,
+    /// How often shared health, scores, replicas and plugin versions are synced.
+    pub sync_interval_ms: Option<u64>,
+    /// This replica's name in the fleet (default: host name and process id).
+    pub replica_name: Option<String>,
+    /// Rate-limit permits a replica leases from Redis at a time, at most (1: every
+    /// rate-limited request asks Redis).
+    pub lease_max: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
+use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
 use super::{
-    AuthSettings, Backend, BackendType, BillingMode, Config, ConfigError, Model, PluginKind, PluginSpec, Probe,
-    Provider, RateLimit, Secret, Settings, User,
+    AuthSettings, Backend, BackendType, BillingMode, ClusterSettings, Config, ConfigError, Model, OnUnavailable,
+    PluginKind, PluginSpec, Probe, Provider, RateLimit, Secret, Settings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -131,6 +131,7 @@ impl Validator<'_> {
         };
         self.serves_someone(&models, &users, &policy);
         self.hung_backends_can_fail_over(&settings, &providers);
+        let cluster = raw.cluster.map(|c| self.cluster(c));
         Config {
             settings,
             providers,
@@ -138,6 +139,7 @@ impl Validator<'_> {
             users,
             plugins,
             auth: AuthSettings { policy, config_json: auth_config, cache_ttl },
+            cluster,
             source: None,
             warnings: Vec::new(),
         }
@@ -194,6 +196,58 @@ impl Validator<'_> {
                 self.error(path, "must be a table");
                 "{}".to_string()
             }
+        }
+    }
+
+    fn cluster(&mut self, raw: RawCluster) -> ClusterSettings {
+        let p = "cluster";
+        let url = self.interpolate(&format!("{p}.redis_url"), &raw.redis_url, true);
+        // The URL may hold a password: errors name its scheme, never the URL itself.
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            self.error(&format!("{p}.redis_url"), "must start with redis:// or rediss:// (TLS)");
+        } else if redis::Client::open(url.as_str()).is_err() {
+            self.error(&format!("{p}.redis_url"), "is not a valid Redis URL (redis://[user:password@]host:port[/db])");
+        }
+        let timeout_ms = raw.timeout_ms.unwrap_or(50);
+        if !(1..=10_000).contains(&timeout_ms) {
+            self.error(&format!("{p}.timeout_ms"), "must be between 1 and 10000");
+        }
+        let sync_ms = raw.sync_interval_ms.unwrap_or(200);
+        if !(20..=10_000).contains(&sync_ms) {
+            self.error(&format!("{p}.sync_interval_ms"), "must be between 20 and 10000");
+        }
+        let on_unavailable = match raw.on_unavailable.as_deref().unwrap_or("local") {
+            "local" => OnUnavailable::Local,
+            "allow" => OnUnavailable::Allow,
+            "deny" => OnUnavailable::Deny,
+            other => {
+                self.error(
+                    &format!("{p}.on_unavailable"),
+                    format!("must be \"local\", \"allow\" or \"deny\", got {other:?}"),
+                );
+                OnUnavailable::Local
+            }
+        };
+        let key_prefix = raw.key_prefix.unwrap_or_else(|| "berry:".to_string());
+        if key_prefix.is_empty() || key_prefix.len() > 64 {
+            self.error(&format!("{p}.key_prefix"), "must be 1 to 64 bytes");
+        }
+        let replica_name = raw.replica_name.unwrap_or_else(default_replica_name);
+        if replica_name.is_empty() || replica_name.len() > 64 || replica_name.contains(['\u{1f}', ',']) {
+            self.error(&format!("{p}.replica_name"), "must be 1 to 64 bytes, without commas");
+        }
+        let lease_max = raw.lease_max.unwrap_or(256);
+        if !(1..=65_536).contains(&lease_max) {
+            self.error(&format!("{p}.lease_max"), "must be between 1 and 65536");
+        }
+        ClusterSettings {
+            lease_max,
+            redis_url: Secret::new(url),
+            key_prefix,
+            timeout: Duration::from_millis(timeout_ms),
+            on_unavailable,
+            sync_interval: Duration::from_millis(sync_ms),
+            replica_name,
         }
     }
 
@@ -677,6 +731,17 @@ impl Validator<'_> {
         }
         users
     }
+}
+
+/// A replica's name when the config gives none: the host name and process id, so
+/// two replicas on one machine differ and a restarted one is told apart.
+fn default_replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.')).collect::<String>())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "berry".to_string());
+    format!("{}-{}", &host[..host.len().min(40)], std::process::id())
 }
 
 #[cfg(test)]

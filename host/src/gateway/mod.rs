@@ -42,6 +42,8 @@ pub struct Gateway {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rate-limit state per user, kept across reloads.
     limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The fleet, when `[cluster]` was configured at start.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub signals: Signals,
     /// The address the server listens on, once known: a reload must not bring a
     /// config that may not be served there (`Config::exposure_error`).
@@ -66,9 +68,11 @@ impl Gateway {
         let mocks = Mutex::new(HashMap::new());
         let resolved = start_mocks(&mocks, &config).await?;
         // Startup: compiling here, on the runtime thread, delays nothing but startup.
-        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let metrics = Arc::new(crate::metrics::Metrics::new(config.cluster.is_some()));
         let versions = crate::plugin::Versions::new(metrics.clone());
         let limiter = Arc::new(crate::ratelimit::RateLimiter::default());
+        let cluster =
+            config.cluster.clone().map(|c| crate::cluster::Cluster::new(c, metrics.cluster.clone())).transpose()?;
         let signals = Signals::default();
         let shared = Shared {
             uploaded: &HashMap::new(),
@@ -76,6 +80,7 @@ impl Gateway {
             metrics: &metrics,
             limiter: &limiter,
             signals: &signals,
+            cluster: &cluster,
         };
         let snapshot = Self::prepare_in(&config, &health, &resolved, &shared, None)?;
         let gateway = Arc::new(Gateway {
@@ -89,12 +94,22 @@ impl Gateway {
             versions,
             metrics,
             limiter,
+            cluster,
             signals,
             listen: Mutex::new(None),
         });
         probe::spawn(Arc::downgrade(&gateway));
         crate::memory::spawn_trimmer(Arc::downgrade(&gateway.metrics));
         Ok(gateway)
+    }
+
+    /// With `[cluster]`: take the fleet's state (its plugin versions before this
+    /// returns), announce this replica, and keep in sync from now on. A gateway
+    /// that only checks a config (`check-config`) does not join.
+    pub async fn join_fleet(self: &Arc<Self>) {
+        if let Some(cluster) = &self.cluster {
+            crate::cluster::join(cluster, self).await;
+        }
     }
 
     /// The snapshot to serve one request with.
@@ -159,6 +174,11 @@ impl Gateway {
         result.map(|()| true)
     }
 
+    /// The bytes of the uploaded version of `name` in service, if any.
+    pub fn uploaded_bytes(&self, name: &str) -> Option<Arc<[u8]>> {
+        lock(&self.uploaded).get(name).cloned()
+    }
+
     /// Names of plugins currently served from an upload.
     pub fn uploaded_plugins(&self) -> Vec<String> {
         lock(&self.uploaded).keys().cloned().collect()
@@ -177,6 +197,9 @@ impl Gateway {
     /// Callers hold `reloading`.
     async fn rebuild(self: &Arc<Self>, config: Config) -> Result<(), String> {
         config.log_warnings();
+        if self.snapshot().config.cluster != config.cluster {
+            tracing::warn!("[cluster] changed: the new settings take effect at the next restart");
+        }
         let listen = lock(&self.listen).clone();
         if let Some(e) = listen.and_then(|l| config.exposure_error(&l)) {
             self.count_reload("rejected");
@@ -197,6 +220,7 @@ impl Gateway {
                 metrics: &this.metrics,
                 limiter: &this.limiter,
                 signals: &this.signals,
+                cluster: &this.cluster,
             };
             Self::prepare_in(&config, &this.health, &mocks, &shared, Some(&previous))
         })

@@ -25,6 +25,7 @@ pub struct Shared<'a> {
     pub metrics: &'a Arc<Metrics>,
     pub limiter: &'a Arc<crate::ratelimit::RateLimiter>,
     pub signals: &'a super::Signals,
+    pub cluster: &'a Option<Arc<crate::cluster::Cluster>>,
 }
 
 pub struct Snapshot {
@@ -39,6 +40,8 @@ pub struct Snapshot {
     pub policy: CircuitPolicy,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The fleet (`[cluster]` at start), shared by every snapshot.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The request-body bytes buffered at once (`max_buffered_body_bytes`, and per user).
     pub body_budget: Arc<crate::server::upload::BodyBudget>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end.
@@ -147,6 +150,7 @@ impl Snapshot {
             policy,
             metrics: shared.metrics.clone(),
             limiter: shared.limiter.clone(),
+            cluster: shared.cluster.clone(),
             body_budget,
             closing: shared.signals.closing.clone(),
             redactor: Arc::new(crate::redact::of_config(&config)),

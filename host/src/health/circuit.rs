@@ -48,10 +48,10 @@ impl CircuitView {
     }
 }
 
-const CLOSED: u8 = 0;
-const OPEN: u8 = 1;
+pub const CLOSED: u8 = 0;
+pub const OPEN: u8 = 1;
 // HALF_OPEN + stage
-const HALF_OPEN: u8 = 2;
+pub const HALF_OPEN: u8 = 2;
 
 pub struct Circuit {
     /// CLOSED, OPEN, or HALF_OPEN + stage.
@@ -155,6 +155,22 @@ impl Circuit {
         }
     }
 
+    /// The raw state (CLOSED, OPEN, or HALF_OPEN + stage) and when it last opened:
+    /// what the fleet shares.
+    pub fn raw(&self) -> (u8, u64) {
+        (self.state.load(Ordering::Acquire), self.opened_ms.load(Ordering::Acquire))
+    }
+
+    /// Take a state another replica published; local counting starts over.
+    pub fn adopt(&self, state: u8, opened_ms: u64) {
+        let state = state.min(HALF_OPEN + RECOVERY_STAGES.len() as u8 - 1);
+        let mut inner = self.lock();
+        inner.failures.clear();
+        inner.stage_successes = 0;
+        self.opened_ms.store(opened_ms, Ordering::Release);
+        self.state.store(state, Ordering::Release);
+    }
+
     fn open(&self, now_ms: u64) {
         self.opened_ms.store(now_ms, Ordering::Release);
         self.state.store(OPEN, Ordering::Release);
@@ -183,6 +199,25 @@ mod tests {
         assert_eq!(c.view(2_000, &p), CircuitView::Closed);
         assert!(c.record_failure(3_000, &p));
         assert_eq!(c.view(3_000, &p), CircuitView::Open);
+    }
+
+    #[test]
+    fn an_adopted_state_starts_local_counting_over() {
+        let c = Circuit::default();
+        let p = policy();
+        c.record_failure(1_000, &p);
+        c.record_failure(1_100, &p);
+        // Another replica opened it at 2_000: open here too, with its cooldown.
+        c.adopt(OPEN, 2_000);
+        assert_eq!(c.view(2_500, &p), CircuitView::Open);
+        assert_eq!(c.view(32_000, &p), CircuitView::HalfOpen { stage: 0 });
+        // …and closed it: the two earlier failures here no longer count.
+        c.adopt(CLOSED, 0);
+        assert!(!c.record_failure(33_000, &p));
+        assert_eq!(c.view(33_000, &p), CircuitView::Closed);
+        // A stage beyond the last is read as the last.
+        c.adopt(HALF_OPEN + 9, 0);
+        assert_eq!(c.view(33_000, &p), CircuitView::HalfOpen { stage: 2 });
     }
 
     #[test]

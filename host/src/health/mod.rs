@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use circuit::{CircuitPolicy, CircuitView};
-pub use stats::{BackendHealth, ErrorClass, HealthView, InFlight, Outcome};
+pub use stats::{BackendHealth, ErrorClass, HealthView, InFlight, Outcome, SharedHealth};
 
 /// Every backend's health, by (provider key, upstream model).
 #[derive(Default)]
@@ -29,6 +29,15 @@ impl HealthRegistry {
         map.entry((provider.to_string(), model.to_string()))
             .or_insert_with(|| Arc::new(BackendHealth::new(provider, model)))
             .clone()
+    }
+
+    /// Every backend's health (the fleet's sync walks them).
+    pub fn all(&self) -> Vec<Arc<BackendHealth>> {
+        let map = match self.backends.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.values().cloned().collect()
     }
 }
 

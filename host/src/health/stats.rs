@@ -202,6 +202,35 @@ impl BackendHealth {
         self.cooling_until_ms.fetch_max(until_ms, Ordering::Relaxed);
     }
 
+    /// The part of its health the fleet shares (`crate::cluster`).
+    pub fn shared(&self) -> SharedHealth {
+        let (circuit, opened_ms) = self.circuit.raw();
+        SharedHealth { circuit, opened_ms, cooling_until_ms: self.cooling_until_ms.load(Ordering::Relaxed) }
+    }
+
+    /// Take what another replica published.
+    pub fn adopt(&self, shared: SharedHealth) {
+        let (circuit, opened_ms) = self.circuit.raw();
+        if (circuit, opened_ms) != (shared.circuit, shared.opened_ms) {
+            self.circuit.adopt(shared.circuit, shared.opened_ms);
+        }
+        self.cool(shared.cooling_until_ms);
+    }
+
+    /// The kept score and when it last moved, if there is one.
+    pub fn score(&self) -> Option<(f64, u64)> {
+        let bits = self.score.load(Ordering::Relaxed);
+        (bits != NO_VALUE).then(|| (f64::from_bits(bits), self.score_updated_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Set the kept score as the fleet computed it, keeping the time it last moved.
+    pub fn set_score_at(&self, score: f64, updated_ms: u64) {
+        if score.is_finite() {
+            self.score.store(score.to_bits(), Ordering::Relaxed);
+            self.score_updated_ms.fetch_max(updated_ms, Ordering::Relaxed);
+        }
+    }
+
     pub fn set_score(&self, score: f64, now_ms: u64) {
         if score.is_finite() {
             self.score.store(score.to_bits(), Ordering::Relaxed);
@@ -222,11 +251,76 @@ impl BackendHealth {
     }
 }
 
+/// A backend's circuit and cooling as the fleet shares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SharedHealth {
+    /// The circuit's raw state: closed, open, or half-open + stage.
+    pub circuit: u8,
+    pub opened_ms: u64,
+    pub cooling_until_ms: u64,
+}
+
+impl SharedHealth {
+    /// Whether `self` follows from `before` by time alone (an open circuit whose
+    /// cooldown ended reads as half-open): every replica makes that step itself.
+    pub fn only_time_passed(&self, before: &SharedHealth) -> bool {
+        before.circuit == super::circuit::OPEN
+            && self.circuit == super::circuit::HALF_OPEN
+            && self.opened_ms == before.opened_ms
+            && self.cooling_until_ms == before.cooling_until_ms
+    }
+
+    /// `circuit,opened_ms,cooling_until_ms`.
+    pub fn encode(&self) -> String {
+        format!("{},{},{}", self.circuit, self.opened_ms, self.cooling_until_ms)
+    }
+
+    pub fn decode(s: &str) -> Option<SharedHealth> {
+        let mut parts = s.splitn(3, ',');
+        Some(SharedHealth {
+            circuit: parts.next()?.parse().ok()?,
+            opened_ms: parts.next()?.parse().ok()?,
+            cooling_until_ms: parts.next()?.parse().ok()?,
+        })
+    }
+}
+
 /// Decrements the backend's in-flight count when dropped.
 pub struct InFlight(Arc<BackendHealth>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::circuit::{HALF_OPEN, OPEN};
+
+    #[test]
+    fn shared_health_round_trips_and_tells_time_from_change() {
+        let open = SharedHealth { circuit: OPEN, opened_ms: 1_000, cooling_until_ms: 5 };
+        assert_eq!(SharedHealth::decode(&open.encode()), Some(open));
+        assert_eq!(SharedHealth::decode("1,2"), None);
+        assert_eq!(SharedHealth::decode("x,1,2"), None);
+        let cooled_down = SharedHealth { circuit: HALF_OPEN, ..open };
+        assert!(cooled_down.only_time_passed(&open), "every replica makes that step itself");
+        let reopened = SharedHealth { opened_ms: 2_000, ..open };
+        assert!(!reopened.only_time_passed(&open));
+        let next_stage = SharedHealth { circuit: HALF_OPEN + 1, ..open };
+        assert!(!next_stage.only_time_passed(&cooled_down), "a recovery step is news");
+    }
+
+    #[test]
+    fn adopting_keeps_the_longest_cooling_and_the_fleet_score_time() {
+        let b = BackendHealth::new("p", "m");
+        b.cool(9_000);
+        b.adopt(SharedHealth { circuit: OPEN, opened_ms: 100, cooling_until_ms: 4_000 });
+        assert_eq!(b.shared(), SharedHealth { circuit: OPEN, opened_ms: 100, cooling_until_ms: 9_000 });
+        b.set_score(0.5, 2_000);
+        b.set_score_at(0.7, 1_000);
+        assert_eq!(b.score(), Some((0.7, 2_000)), "the time a score last moved never goes back");
     }
 }

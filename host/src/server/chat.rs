@@ -31,7 +31,10 @@ pub async fn relay(
     log.principal = Some(principal.clone());
 
     // === rate limit === (before the body: a refused request costs its sender, not us)
-    let decision = snapshot.limiter.check(&principal.id, &principal.limits);
+    let decision = match &snapshot.cluster {
+        None => snapshot.limiter.check(&principal.id, &principal.limits),
+        Some(cluster) => cluster.check_rate(&snapshot.limiter, &principal.id, &principal.limits).await?,
+    };
     if let Some(d) = decision.as_ref().filter(|d| !d.allowed) {
         snapshot.metrics.rate_limited.get_or_create(&crate::metrics::UserLabels { user: principal.id.clone() }).inc();
         let error = GatewayError::rate_limited(d.limit, d.reset);

@@ -126,8 +126,9 @@ pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
         .collect();
     let ok = can_serve(snapshot, now);
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json_response(
-        status,
-        &json!({ "status": if ok { "ok" } else { "unavailable" }, "providers": providers, "models": models }),
-    )
+    let mut body = json!({ "status": if ok { "ok" } else { "unavailable" }, "providers": providers, "models": models });
+    if let Some(cluster) = &snapshot.cluster {
+        body["cluster"] = cluster.report();
+    }
+    json_response(status, &body)
 }

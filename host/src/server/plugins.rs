@@ -54,10 +54,13 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
                         .map_err(|_| GatewayError::payload_too_large(MAX_PLUGIN_BYTES))?
                         .to_bytes();
                     match gateway.swap_plugin(&name, bytes.to_vec()).await {
-                        Ok(()) => Ok(json_response(
-                            StatusCode::OK,
-                            &json!({ "swapped": name, "plugin": describe_named(gateway, &name) }),
-                        )),
+                        Ok(()) => {
+                            let mut answer = json!({ "swapped": name, "plugin": describe_named(gateway, &name) });
+                            if let Some(cluster) = &gateway.cluster {
+                                answer["fleet"] = fleet_answer(cluster.publish_plugin(&name, Some(&bytes)).await);
+                            }
+                            Ok(json_response(StatusCode::OK, &answer))
+                        }
                         Err(e) => Err(GatewayError::unprocessable("plugin_rejected", e)),
                     }
                 }
@@ -65,6 +68,10 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
                     Ok(reverted) => {
                         let serving = describe_named(gateway, &name);
                         let mut answer = json!({ "reverted": reverted, "plugin": name, "serving": serving });
+                        // The fleet reverts too, even when this replica served no upload.
+                        if let Some(cluster) = &gateway.cluster {
+                            answer["fleet"] = fleet_answer(cluster.publish_plugin(&name, None).await);
+                        }
                         if !reverted {
                             answer["reason"] = json!(
                                 "no uploaded version is in service (a changed file replaces an upload): nothing to revert"
@@ -119,8 +126,20 @@ fn list(gateway: &Gateway) -> Response<BerryBody> {
             "available": available,
             "uploaded": gateway.uploaded_plugins(),
             "swaps": gateway.swaps.load(Ordering::Relaxed),
+            // The fleet's versions and what this replica did with each.
+            "fleet": gateway.cluster.as_ref().map(|c| c.plugins_report()),
         }),
     )
+}
+
+fn fleet_answer(published: crate::cluster::Published) -> Value {
+    match published {
+        crate::cluster::Published::Fleet => json!({ "published": true }),
+        crate::cluster::Published::Pending(why) => json!({
+            "published": false,
+            "reason": format!("Redis: {why}; serving here, published to the fleet when Redis answers"),
+        }),
+    }
 }
 
 fn describe_named(gateway: &Gateway, name: &str) -> Value {

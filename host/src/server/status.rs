@@ -54,5 +54,6 @@ pub fn data(snapshot: &Snapshot) -> Response<BerryBody> {
             })
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "generated_at_ms": now, "models": models }))
+    let cluster = snapshot.cluster.as_ref().map(|c| c.report());
+    json_response(StatusCode::OK, &json!({ "generated_at_ms": now, "models": models, "cluster": cluster }))
 }
