@@ -294,6 +294,52 @@ async fn without_redis_the_deny_policy_refuses_limited_users_and_start_does_not_
     assert!(metrics.contains("berry_cluster_redis_up 0"), "{metrics}");
 }
 
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli (Debian: redis-tools, with redis-server)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Keys of the wrong type and a counter that is not a number, under Berry's prefix:
+/// Redis answers errors, which fail those operations (the fault policy decides their
+/// requests) without declaring Redis down, crashing or hanging; repaired keys work again.
+#[tokio::test]
+async fn garbage_in_redis_is_a_fault_not_a_crash() {
+    let redis = RedisServer::start();
+    let a = mock("a").await;
+    let mut toml = config("weighted_random", &[("a", &a)], &[], &format!("admin_token = \"{ADMIN}\""));
+    toml.push_str(&format!("\n[cluster]\nredis_url = \"{}\"\n\n{}", redis.url(), limited_user(1000)));
+    let gw = TestGateway::start(&toml).await;
+    inside_one_minute().await;
+    let counter = format!("berry:rl:m:{}:limited", epoch_ms() / 60_000);
+    for (key, value) in [("berry:health", "garbage"), ("berry:plugins", "garbage"), (counter.as_str(), "not-a-number")]
+    {
+        assert_eq!(redis_cli(&redis, &["SET", key, value]), "OK");
+    }
+    for _ in 0..5 {
+        assert_eq!(gw.chat(LIMITED, &chat_body("m")).await.status, 200, "the local policy serves");
+    }
+    within(Duration::from_secs(2), "the sync sees the damage", async || {
+        let health = gw.get("/health", Some(ADMIN)).await.json();
+        health["cluster"]["redis"]["last_error"].as_str().is_some_and(|e| e.contains("WRONGTYPE"))
+    })
+    .await;
+    let health = gw.get("/health", Some(ADMIN)).await.json();
+    assert_eq!(health["cluster"]["redis"]["reachable"], true, "Redis answers: it is not down: {health}");
+
+    for key in ["berry:health", "berry:plugins", counter.as_str()] {
+        redis_cli(&redis, &["DEL", key]);
+    }
+    within(Duration::from_secs(2), "repaired keys work again", async || {
+        gw.chat(LIMITED, &chat_body("m")).await.status == 200
+            && redis_cli(&redis, &["GET", &counter]).parse::<u64>().is_ok()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_circuit_opened_on_one_replica_keeps_the_others_traffic_away_within_a_second() {
     let redis = RedisServer::start();

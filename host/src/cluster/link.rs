@@ -32,6 +32,7 @@ pub struct Link {
     last_error: Mutex<Option<String>>,
     /// Operations in a row that got no answer in time.
     timeouts: AtomicU32,
+    bad_answer_logged_ms: AtomicU64,
     metrics: ClusterMetrics,
 }
 
@@ -80,6 +81,7 @@ impl Link {
             latency_ms: AtomicU64::new(u64::MAX),
             last_error: Mutex::new(Some("not connected yet".to_string())),
             timeouts: AtomicU32::new(0),
+            bad_answer_logged_ms: AtomicU64::new(0),
             metrics,
         })
     }
@@ -98,17 +100,18 @@ impl Link {
     pub async fn query_for<T: FromRedisValue>(&self, op: Op, pipe: &Pipeline, cap: Duration) -> Result<T, String> {
         let mut connection = self.manager.clone();
         let started = Instant::now();
-        let (result, timed_out) = match tokio::time::timeout(cap, pipe.query_async::<T>(&mut connection)).await {
-            Ok(Ok(value)) => (Ok(value), false),
+        let (result, fault) = match tokio::time::timeout(cap, pipe.query_async::<T>(&mut connection)).await {
+            Ok(Ok(value)) => (Ok(value), None),
             // Kinds and server error codes only: a message could quote what we sent.
-            Ok(Err(e)) => (Err(describe(&e)), e.is_timeout()),
-            Err(_) => (Err(format!("no answer within {} ms", cap.as_millis())), true),
+            Ok(Err(e)) => (Err(describe(&e)), Some(classify(&e))),
+            Err(_) => (Err(format!("no answer within {} ms", cap.as_millis())), Some(Fault::Late)),
         };
         let elapsed = started.elapsed();
         self.metrics.seconds(op.as_str()).observe(elapsed.as_secs_f64());
-        match &result {
-            Ok(_) => self.answered(elapsed),
-            Err(e) => self.failed(op, e, timed_out),
+        match (&result, fault) {
+            (Err(e), Some(Fault::BadAnswer)) => self.answered_badly(op, elapsed, e),
+            (Err(e), Some(fault)) => self.failed(op, e, fault == Fault::Late),
+            _ => self.answered(elapsed),
         }
         result
     }
@@ -130,6 +133,25 @@ impl Link {
             } else {
                 tracing::info!("connected to Redis: rate limits, health and plugins are shared across the fleet");
             }
+        }
+    }
+
+    /// Redis answered, but with an error or something that is not what Berry wrote
+    /// there (a key of another type, a counter that is not a number): the operation
+    /// failed (its request takes the fault policy), Redis itself is up.
+    fn answered_badly(&self, op: Op, elapsed: Duration, error: &str) {
+        self.answered(elapsed);
+        self.metrics.errors(op.as_str()).inc();
+        *lock(&self.last_error) = Some(error.to_string());
+        // Once per 10 s: a damaged key fails every sync until it is repaired.
+        let now = now_ms();
+        let last = self.bad_answer_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 10_000 && self.bad_answer_logged_ms.swap(now, Ordering::Relaxed) == last {
+            tracing::warn!(
+                op = op.as_str(),
+                error,
+                "Redis answered an error or unexpected data; this operation failed"
+            );
         }
     }
 
@@ -172,16 +194,64 @@ impl Link {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// No answer in time.
+    Late,
+    /// No connection, or it broke.
+    Connection,
+    /// An answer: an error reply, or data of the wrong shape.
+    BadAnswer,
+}
+
+/// Server errors that say "not serving now" rather than "not that data".
+const UNAVAILABLE_CODES: [&str; 10] = [
+    "NOAUTH",
+    "WRONGPASS",
+    "NOPERM",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "BUSY",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "MISCONF",
+];
+
+fn classify(e: &redis::RedisError) -> Fault {
+    if e.is_timeout() {
+        Fault::Late
+    } else if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || server_code(e).is_some_and(|code| UNAVAILABLE_CODES.contains(&code.as_str()))
+    {
+        Fault::Connection
+    } else {
+        Fault::BadAnswer
+    }
+}
+
 /// A Redis error as its kind and, for server errors, its code ("WRONGTYPE", "NOAUTH"):
 /// never the text, which may quote keys or values.
 fn describe(e: &redis::RedisError) -> String {
-    match e.code() {
+    match server_code(e) {
         Some(code) => format!("Redis answered {code}"),
         None if e.is_timeout() => "timed out".to_string(),
         None if e.is_connection_refusal() => "connection refused".to_string(),
         None if e.is_connection_dropped() || e.is_io_error() => "connection lost".to_string(),
         None => format!("Redis fault ({})", e.kind_str()),
     }
+}
+
+/// The code of a server error ("WRONGTYPE"), also the first one of a failed pipeline.
+fn server_code(e: &redis::RedisError) -> Option<String> {
+    if let Some(code) = e.code() {
+        return Some(code.to_string());
+    }
+    let errors = e.clone().into_server_errors()?;
+    errors.first().map(|(_, error)| error.code().to_string())
 }
 
 trait KindStr {

@@ -10,7 +10,7 @@
 //! once and is published when Redis answers again (unless a newer one was); a Redis
 //! restarted empty gets back the versions the replicas serve.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Fleet {
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Plugins whose fleet entry is unreadable, already logged (once per damage).
+    unreadable: Mutex<BTreeSet<String>>,
 }
 
 /// The newest publication of one plugin this replica knows, and what it did with it.
@@ -103,9 +105,12 @@ impl Cluster {
         let mut entries = lock(&self.fleet.entries);
         for (name, value) in &fleet {
             let Some((published_ms, sha256)) = parse(value) else {
-                tracing::warn!(plugin = %name, "the fleet's plugin entry is not \"ms:sha256\"; ignored");
+                if lock(&self.fleet.unreadable).insert(name.clone()) {
+                    tracing::warn!(plugin = %name, "the fleet's plugin entry is not \"ms:sha256\"; ignored");
+                }
                 continue;
             };
+            lock(&self.fleet.unreadable).remove(name);
             if entries.get(name).is_some_and(|e| e.published_ms >= published_ms || matches!(e.state, State::Preparing))
             {
                 continue;
