@@ -18,6 +18,7 @@ USER berry
 ENV CONFIG_PATH=/etc/berry/berry.toml \
     BIND_ADDRESS=0.0.0.0:8080 \
     BERRY_CACHE_DIR=/var/lib/berry/cache \
+    BERRY_DATA_DIR=/var/lib/berry \
     BERRY_LOG_FORMAT=json
 EXPOSE 8080
 STOPSIGNAL SIGTERM

@@ -158,6 +158,30 @@ if [ "$cluster" = 1 ]; then
       done
     done
   done
+  # A plugin uploaded to one replica, served by another (same fleet): ms until the
+  # other replica's /admin/plugins shows the new version.
+  RUST_LOG=info "$bin/berry" serve --config "$tmp/fleet.toml" --listen 127.0.0.1:0 > "$tmp/fleet2.log" 2>&1 &
+  pid[fleet2]=$!
+  fleet2=$(wait_for "$tmp/fleet2.log" "listening on http://")
+  fleet_swap_ms=$(python3 - "${url[fleet]%/v1/chat/completions}" "http://$fleet2" "$wasm/round_robin.wasm" <<'PY'
+import json, sys, time, urllib.request
+one, two, wasm = sys.argv[1:]
+auth = {"Authorization": "Bearer berry-bench-admin"}
+def router_hash(base):
+    plugins = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/admin/plugins", headers=auth)))["plugins"]
+    return next(p["sha256"] for p in plugins if p["name"] == "router")
+before = router_hash(two)
+put = urllib.request.Request(f"{one}/admin/plugins/router", data=open(wasm, "rb").read(), headers=auth, method="PUT")
+start = time.monotonic()
+urllib.request.urlopen(put).read()
+answered = time.monotonic()
+while router_hash(two) == before:
+    if time.monotonic() - start > 30:
+        sys.exit("the other replica never served the new version")
+    time.sleep(0.005)
+print(round((answered - start) * 1000), round((time.monotonic() - start) * 1000))
+PY
+)
   m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --cluster\`: the bench config with its user rate-limited, one log line per request to a file; medians of $rounds alternating rounds."
@@ -173,6 +197,9 @@ if [ "$cluster" = 1 ]; then
       n=$(m "${c_rps[node,$c]}"); f=$(m "${c_rps[fleet,$c]}"); e=$(m "${c_rps[exact,$c]}")
       echo "| $c | throughput (req/s) | $n | $f | $(ratio "$f" "$n") | | | $e | $(ratio "$e" "$n") |"
     done
+    read -r put_ms seen_ms <<< "$fleet_swap_ms"
+    echo
+    echo "Fleet plugin swap: \`PUT /admin/plugins/router\` on one replica answered after $put_ms ms (prepared and tried there); the other replica served the new version $seen_ms ms after the upload began (target ≤ 2,000 ms: $(check "$seen_ms <= 2000"))."
   } > "$out/cluster.md"
   cat "$out/cluster.md"
   if [ "$write" = 1 ]; then python3 benches/put_table.py cluster-table "$out/cluster.md"; fi

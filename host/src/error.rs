@@ -191,6 +191,31 @@ impl GatewayError {
         e
     }
 
+    /// A budget (`[users.X.budget]`) or `tokens_per_minute` has no room for the request.
+    pub fn over_budget(limit: &'static str, resets_ms: u64) -> Self {
+        let wait_s = resets_ms.saturating_sub(crate::health::now_ms()).div_ceil(1000);
+        let resets = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(resets_ms));
+        let mut e = if limit == "tokens_per_minute" {
+            Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "tokens",
+                "rate_limit_exceeded",
+                format!("Rate limit reached for tokens per minute. Try again in {wait_s}s."),
+                ErrorSource::Downstream,
+            )
+        } else {
+            Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                "insufficient_quota",
+                format!("You exceeded your budget ({limit}); it resets at {resets}."),
+                ErrorSource::Downstream,
+            )
+        };
+        e.retry_after = Some(wait_s.max(1));
+        e
+    }
+
     /// `[cluster] on_unavailable = "deny"`: the shared rate limits cannot be read.
     pub fn shared_limits_unavailable() -> Self {
         let mut e = Self::new(

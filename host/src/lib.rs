@@ -16,6 +16,7 @@
 //! - [`mock`]: the embedded mock provider (OpenAI, Anthropic and Gemini formats).
 //! - [`memory`]: free memory handed back to the system after bursts.
 //! - [`cluster`]: replicas sharing limits, health, scores and plugins through Redis.
+//! - [`usage`]: the usage ledger (SQLite), prices, budgets and token limits.
 //! - [`redact`]: configured secrets kept out of relayed provider failures and logs.
 
 pub mod adapter;
@@ -35,3 +36,4 @@ pub mod relay;
 pub mod sdk;
 pub mod server;
 pub mod telemetry;
+pub mod usage;

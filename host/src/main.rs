@@ -33,6 +33,21 @@ enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print a usage summary from the ledger (works while no gateway runs).
+    Usage {
+        /// The ledger file [default: settings.usage_db of the config, else its default]
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// How far back: 30m, 12h, 7d …
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// Group by these, comma-separated: user, model, backend, day
+        #[arg(long, default_value = "user,model")]
+        by: String,
+        /// The config whose settings.usage_db to read [default: $CONFIG_PATH, else config/berry.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,6 +143,7 @@ fn run() -> ExitCode {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::CheckConfig { path }) => runtime.block_on(check_config(path)),
+        Some(Command::Usage { db, since, by, config }) => usage(db, &since, &by, config),
         Some(Command::MockProvider(args)) => runtime.block_on(mock_provider(args)),
         Some(Command::Plugin(PluginCommand::New { name, kind, dir, sdk_path })) => {
             plugin_new(&name, &kind, dir, sdk_path)
@@ -214,12 +230,60 @@ async fn serve(args: ServeArgs) -> ExitCode {
         let _ = second.wait_for(|n| *n >= 2).await;
     };
     let fleet = gateway.cluster.clone();
+    let ledger = gateway.accounting.ledger.clone();
     let stopped = berry::server::serve(listener, gateway, shutdown, force).await;
     if let Some(cluster) = fleet {
         cluster.leave().await;
     }
+    // Every request has been written to the ledger before the process ends.
+    if let Some(ledger) = ledger
+        && !tokio::task::spawn_blocking(move || ledger.flush(std::time::Duration::from_secs(10))).await.unwrap_or(false)
+    {
+        tracing::warn!("the usage ledger could not be flushed in 10 s; the last records may be missing");
+    }
     tracing::info!(?stopped, "berry stopped");
     if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+#[allow(clippy::print_stdout, reason = "CLI output")]
+fn usage(db: Option<PathBuf>, since: &str, by: &str, config: Option<PathBuf>) -> ExitCode {
+    use berry::usage::query;
+    let Some(window) = query::parse_since(since) else {
+        return fail(&format!("--since {since:?}: write a number and a unit: 30m, 12h, 7d"));
+    };
+    let mut keys = Vec::new();
+    for name in by.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match query::Key::parse(name) {
+            Some(k) => keys.push(k),
+            None => return fail(&format!("--by: {name:?} is not one of user, model, backend, day")),
+        }
+    }
+    let path = match db {
+        Some(path) => path,
+        None => {
+            let config = config
+                .or_else(|| std::env::var_os("CONFIG_PATH").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("config/berry.toml"));
+            match Config::load(&config) {
+                Ok(c) => match c.settings.usage_db {
+                    Some(path) => path,
+                    None => return fail(&format!("{}: the usage ledger is off (usage_db = \"\")", config.display())),
+                },
+                Err(e) => return fail(&format!("{} is invalid (or pass --db):\n{e}", config.display())),
+            }
+        }
+    };
+    if !path.exists() {
+        return fail(&format!("{}: no usage ledger there", path.display()));
+    }
+    let now = berry::health::now_ms();
+    match query::summary(&path, now.saturating_sub(window), now + 1, &keys) {
+        Ok(rows) => {
+            print!("{}", query::table(&rows, &keys));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!("reading {}: {e}", path.display())),
+    }
 }
 
 /// `SIGHUP` reloads the config file (prepare → swap; a bad file changes nothing).

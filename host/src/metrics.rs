@@ -50,6 +50,12 @@ pub struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub user: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
 }
@@ -96,6 +102,8 @@ pub struct Metrics {
     pub retries: Family<ModelLabels, Counter>,
     pub rate_limited: Family<UserLabels, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
+    /// What requests cost at the configured prices, by user and model.
+    pub cost: Family<CostLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginLabels, Histogram>,
@@ -221,6 +229,7 @@ impl Metrics {
             retries: Family::default(),
             rate_limited: Family::default(),
             tokens: Family::default(),
+            cost: Family::default(),
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_call_seconds: plugin_call_seconds.clone(),
@@ -263,6 +272,7 @@ impl Metrics {
         registry.register("upstream_retries", "Attempts beyond the first, by model", m.retries.clone());
         registry.register("rate_limit_rejections", "Requests refused by a user's rate limit", m.rate_limited.clone());
         registry.register("tokens", "Tokens reported in upstream usage, by user, model and kind", m.tokens.clone());
+        registry.register("cost", "What requests cost at the configured prices, by user and model", m.cost.clone());
         registry.register("plugin_calls", "Calls into plugins", m.plugin_calls.clone());
         registry.register(
             "plugin_failures",

@@ -140,6 +140,8 @@ pub fn config(strategy: &str, mocks: &[(&str, &MockServer)], backend_extra: &[&s
         ("first_byte_timeout_seconds", "5"),
         ("connection_timeout_seconds", "2"),
         ("max_retries", "3"),
+        // No usage ledger unless a test asks for one (the default file is shared).
+        ("usage_db", "\"\""),
     ] {
         if !settings_extra.lines().any(|l| l.trim_start().starts_with(key)) {
             s.push_str(&format!("{key} = {value}\n"));

@@ -25,3 +25,4 @@ mod sandbox;
 mod scale;
 mod smart_ai;
 mod uploads;
+mod usage;

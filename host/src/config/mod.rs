@@ -120,6 +120,9 @@ pub struct Settings {
     /// `/health` shows backend details only to the admin token (default: when one
     /// is set); others get the status alone.
     pub protect_health: bool,
+    /// The usage ledger's SQLite file (`None`: no ledger). Read at start.
+    pub usage_db: Option<PathBuf>,
+    pub usage_retention: Duration,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
     pub smart_ai_json: String,
 }
@@ -235,6 +238,32 @@ pub struct Backend {
     pub enabled: bool,
     pub billing_mode: BillingMode,
     pub tags: Vec<String>,
+    pub prices: Prices,
+}
+
+/// What a backend charges; the ledger's cost of a request. All zero: unpriced.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Prices {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+    pub per_request: f64,
+}
+
+/// `[users.X.budget]` and `rate_limit.tokens_per_minute`: token and spend limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Budget {
+    pub max_cost_per_day: Option<f64>,
+    pub max_cost_per_month: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    pub max_tokens_per_month: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_set(&self) -> bool {
+        *self != Budget::default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +294,7 @@ pub struct User {
     pub enabled: bool,
     pub tags: Vec<String>,
     pub rate_limit: RateLimit,
+    pub budget: Budget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,6 +79,9 @@ pub struct RawSettings {
     pub protect_metrics: Option<bool>,
     pub protect_status: Option<bool>,
     pub protect_health: Option<bool>,
+    /// The usage ledger (SQLite) file; "" disables it.
+    pub usage_db: Option<String>,
+    pub usage_retention_days: Option<u32>,
     #[serde(default)]
     pub smart_ai: RawSmartAi,
 }
@@ -169,6 +172,13 @@ pub struct RawBackend {
     pub billing_mode: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Prices (any currency; the ledger sums what it is given), per million tokens.
+    pub input_cost_per_mtok: Option<f64>,
+    pub output_cost_per_mtok: Option<f64>,
+    /// Default: the input price.
+    pub cached_input_cost_per_mtok: Option<f64>,
+    /// `per_request` backends: the price of one request.
+    pub cost_per_request: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,6 +194,8 @@ pub struct RawUser {
     pub tags: Vec<String>,
     #[serde(default)]
     pub rate_limit: RawRateLimit,
+    #[serde(default)]
+    pub budget: RawBudget,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
@@ -192,6 +204,17 @@ pub struct RawRateLimit {
     pub requests_per_minute: Option<u32>,
     pub requests_per_hour: Option<u32>,
     pub requests_per_day: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// Spend limits (UTC days and months), each optional.
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub max_cost_per_day: Option<f64>,
+    pub max_cost_per_month: Option<f64>,
+    pub max_tokens_per_day: Option<u64>,
+    pub max_tokens_per_month: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
 use super::{
-    AuthSettings, Backend, BackendType, BillingMode, ClusterSettings, Config, ConfigError, Model, OnUnavailable,
-    PluginKind, PluginSpec, Probe, Provider, RateLimit, Secret, Settings, User,
+    AuthSettings, Backend, BackendType, BillingMode, Budget, ClusterSettings, Config, ConfigError, Model,
+    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, RateLimit, Secret, Settings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -332,7 +332,18 @@ impl Validator<'_> {
                 self.error(&format!("{p}.smart_ai.{key}"), "must be within [0, 1]");
             }
         }
+        let usage_db = match raw.usage_db.as_deref() {
+            Some("") => None,
+            Some(path) => Some(PathBuf::from(self.interpolate(&format!("{p}.usage_db"), path, true))),
+            None => default_usage_db(),
+        };
+        let retention_days = raw.usage_retention_days.unwrap_or(400);
+        if retention_days == 0 {
+            self.error(&format!("{p}.usage_retention_days"), "must be at least 1");
+        }
         Settings {
+            usage_db,
+            usage_retention: Duration::from_secs(u64::from(retention_days) * 86_400),
             listen: raw.listen,
             health_check_interval: self.seconds(
                 &format!("{p}.health_check_interval_seconds"),
@@ -652,6 +663,29 @@ impl Validator<'_> {
                         BillingMode::PerToken
                     }
                 };
+                let mut price = |key: &str, value: Option<f64>| {
+                    let v = value.unwrap_or(0.0);
+                    if !v.is_finite() || v < 0.0 {
+                        self.error(&format!("{bp}.{key}"), format!("must be a finite number >= 0, got {v}"));
+                    }
+                    v
+                };
+                let input = price("input_cost_per_mtok", b.input_cost_per_mtok);
+                let prices = Prices {
+                    input_per_mtok: input,
+                    output_per_mtok: price("output_cost_per_mtok", b.output_cost_per_mtok),
+                    cached_input_per_mtok: price(
+                        "cached_input_cost_per_mtok",
+                        b.cached_input_cost_per_mtok.or(Some(input)),
+                    ),
+                    per_request: price("cost_per_request", b.cost_per_request),
+                };
+                if billing_mode == BillingMode::PerToken && b.cost_per_request.is_some() {
+                    self.warn(
+                        &format!("{bp}.cost_per_request"),
+                        "applies to billing_mode = \"per_request\" backends only",
+                    );
+                }
                 backends.push(Backend {
                     provider: b.provider,
                     model: b.model,
@@ -660,6 +694,7 @@ impl Validator<'_> {
                     enabled: b_enabled,
                     billing_mode,
                     tags: b.tags,
+                    prices,
                 });
             }
             if enabled {
@@ -714,7 +749,24 @@ impl Validator<'_> {
                     self.error(&format!("{p}.rate_limit.{k}"), "must be at least 1 (omit it for no limit)");
                 }
             }
+            if limits.tokens_per_minute == Some(0) {
+                self.error(&format!("{p}.rate_limit.tokens_per_minute"), "must be at least 1 (omit it for no limit)");
+            }
+            let b = u.budget;
+            for (k, v) in [("max_cost_per_day", b.max_cost_per_day), ("max_cost_per_month", b.max_cost_per_month)] {
+                if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    self.error(&format!("{p}.budget.{k}"), "must be a finite number >= 0");
+                }
+            }
+            let budget = Budget {
+                max_cost_per_day: b.max_cost_per_day,
+                max_cost_per_month: b.max_cost_per_month,
+                max_tokens_per_day: b.max_tokens_per_day,
+                max_tokens_per_month: b.max_tokens_per_month,
+                tokens_per_minute: limits.tokens_per_minute,
+            };
             users.push(User {
+                budget,
                 key: key.clone(),
                 name: u.name.unwrap_or(key),
                 token,
@@ -731,6 +783,17 @@ impl Validator<'_> {
         }
         users
     }
+}
+
+/// Where the usage ledger lives when the config does not say: `$BERRY_DATA_DIR`,
+/// else `$XDG_DATA_HOME/berry`, else `~/.local/share/berry` (the container sets
+/// `BERRY_DATA_DIR=/var/lib/berry`).
+fn default_usage_db() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let dir = var("BERRY_DATA_DIR")
+        .or_else(|| var("XDG_DATA_HOME").map(|d| d.join("berry")))
+        .or_else(|| var("HOME").map(|h| h.join(".local/share/berry")))?;
+    Some(dir.join("usage.db"))
 }
 
 /// A replica's name when the config gives none: the host name and process id, so

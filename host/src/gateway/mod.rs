@@ -44,6 +44,8 @@ pub struct Gateway {
     limiter: Arc<crate::ratelimit::RateLimiter>,
     /// The fleet, when `[cluster]` was configured at start.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The usage ledger (`settings.usage_db` at start) and budgets.
+    pub accounting: Arc<crate::usage::Accounting>,
     pub signals: Signals,
     /// The address the server listens on, once known: a reload must not bring a
     /// config that may not be served there (`Config::exposure_error`).
@@ -73,6 +75,10 @@ impl Gateway {
         let limiter = Arc::new(crate::ratelimit::RateLimiter::default());
         let cluster =
             config.cluster.clone().map(|c| crate::cluster::Cluster::new(c, metrics.cluster.clone())).transpose()?;
+        let accounting = Arc::new(crate::usage::Accounting::open(
+            config.settings.usage_db.as_deref(),
+            config.settings.usage_retention,
+        )?);
         let signals = Signals::default();
         let shared = Shared {
             uploaded: &HashMap::new(),
@@ -81,6 +87,7 @@ impl Gateway {
             limiter: &limiter,
             signals: &signals,
             cluster: &cluster,
+            accounting: &accounting,
         };
         let snapshot = Self::prepare_in(&config, &health, &resolved, &shared, None)?;
         let gateway = Arc::new(Gateway {
@@ -95,6 +102,7 @@ impl Gateway {
             metrics,
             limiter,
             cluster,
+            accounting,
             signals,
             listen: Mutex::new(None),
         });
@@ -197,8 +205,12 @@ impl Gateway {
     /// Callers hold `reloading`.
     async fn rebuild(self: &Arc<Self>, config: Config) -> Result<(), String> {
         config.log_warnings();
-        if self.snapshot().config.cluster != config.cluster {
+        let serving = self.snapshot();
+        if serving.config.cluster != config.cluster {
             tracing::warn!("[cluster] changed: the new settings take effect at the next restart");
+        }
+        if serving.config.settings.usage_db != config.settings.usage_db {
+            tracing::warn!("settings.usage_db changed: the new file is used from the next restart");
         }
         let listen = lock(&self.listen).clone();
         if let Some(e) = listen.and_then(|l| config.exposure_error(&l)) {
@@ -221,6 +233,7 @@ impl Gateway {
                 limiter: &this.limiter,
                 signals: &this.signals,
                 cluster: &this.cluster,
+                accounting: &this.accounting,
             };
             Self::prepare_in(&config, &this.health, &mocks, &shared, Some(&previous))
         })

@@ -3,6 +3,7 @@
 //! them (the families stay the source of truth for `/metrics`).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{OnceLock, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +20,8 @@ pub struct RouteSeries {
     retries: OnceLock<Counter>,
     /// Prompt and completion token counters by user.
     tokens: RwLock<HashMap<String, [Counter; 2]>>,
+    /// Cost counters by user.
+    cost: RwLock<HashMap<String, Counter<f64, AtomicU64>>>,
 }
 
 impl RouteSeries {
@@ -50,6 +53,19 @@ impl RouteSeries {
             c.inc_by(n);
         });
         self.tokens.write().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), counters);
+    }
+}
+
+impl RouteSeries {
+    pub fn count_cost(&self, metrics: &Metrics, route: &str, user: &str, cost: f64) {
+        if let Some(counter) = self.cost.read().unwrap_or_else(|p| p.into_inner()).get(user) {
+            counter.inc_by(cost);
+            return;
+        }
+        let labels = crate::metrics::CostLabels { user: user.to_string(), model: route.to_string() };
+        let counter = metrics.cost.get_or_create(&labels).clone();
+        counter.inc_by(cost);
+        self.cost.write().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), counter);
     }
 }
 

@@ -26,6 +26,7 @@ pub struct Shared<'a> {
     pub limiter: &'a Arc<crate::ratelimit::RateLimiter>,
     pub signals: &'a super::Signals,
     pub cluster: &'a Option<Arc<crate::cluster::Cluster>>,
+    pub accounting: &'a Arc<crate::usage::Accounting>,
 }
 
 pub struct Snapshot {
@@ -42,6 +43,10 @@ pub struct Snapshot {
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
     /// The fleet (`[cluster]` at start), shared by every snapshot.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The usage ledger and the budgets' counters, shared by every snapshot.
+    pub accounting: Arc<crate::usage::Accounting>,
+    /// The budgets and token limits of the users that have any, by user id.
+    pub budgets: HashMap<String, crate::config::Budget>,
     /// The request-body bytes buffered at once (`max_buffered_body_bytes`, and per user).
     pub body_budget: Arc<crate::server::upload::BodyBudget>,
     /// Cancelled when the drain timeout of a shutdown has passed: open streams end.
@@ -151,6 +156,8 @@ impl Snapshot {
             metrics: shared.metrics.clone(),
             limiter: shared.limiter.clone(),
             cluster: shared.cluster.clone(),
+            accounting: shared.accounting.clone(),
+            budgets: config.users.iter().filter(|u| u.budget.is_set()).map(|u| (u.key.clone(), u.budget)).collect(),
             body_budget,
             closing: shared.signals.closing.clone(),
             redactor: Arc::new(crate::redact::of_config(&config)),

@@ -19,6 +19,9 @@ pub struct RequestBody {
     pub include_usage: bool,
     /// The debug `backend` pin, as written ("provider" or "provider:model").
     pub backend: Option<String>,
+    /// The output cap the client asked for (`max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens`): what a budget reserves for the answer.
+    pub max_output_tokens: Option<u64>,
     /// Byte range of the `model` value (including its quotes) in `bytes`.
     model_span: (usize, usize),
     /// Byte range of the `backend` member, with the comma that separated it.
@@ -47,8 +50,15 @@ impl RequestBody {
         let mut include_usage = false;
         let mut backend = None;
         let mut backend_member = None;
+        let mut max_output_tokens = None;
         for (i, m) in members.iter().enumerate() {
             match &*m.key {
+                "max_tokens" | "max_completion_tokens" | "max_output_tokens" => {
+                    // Validation is the provider's: a value that is not a count reserves nothing.
+                    if let Ok(n) = serde_json::from_str::<u64>(m.value.get()) {
+                        max_output_tokens = Some(max_output_tokens.map_or(n, |o: u64| o.max(n)));
+                    }
+                }
                 "model" => {
                     let name: String = serde_json::from_str(m.value.get()).map_err(|_| {
                         GatewayError::bad_request("invalid_model", "'model' must be a string.").with_param("model")
@@ -88,7 +98,7 @@ impl RequestBody {
             );
         };
         let backend_span = backend_member.map(|i| member_span(text, &members, i));
-        Ok(RequestBody { bytes, model, stream, include_usage, backend, model_span, backend_span })
+        Ok(RequestBody { bytes, model, stream, include_usage, backend, max_output_tokens, model_span, backend_span })
     }
 
     /// The body as the client sent it.

@@ -269,6 +269,7 @@ impl<'a> Walk<'a> {
                 if let Some(u) = usage {
                     route.series.count_tokens(&snapshot.metrics, &route.name, self.log.user(), u);
                 }
+                self.log.usage = usage;
                 Some(served_by(response, backend))
             }
             Attempt::Stream(Started { parts, first, rest, translator, usage }) => {

@@ -65,6 +65,7 @@ impl Finish {
         if let Some(u) = usage {
             self.route.series.count_tokens(log.metrics(), &self.route.name, log.user(), u);
         }
+        log.usage = usage;
         if outcome != Outcome::Success {
             log.error = Some("stream_interrupted");
         }

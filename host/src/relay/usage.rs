@@ -13,6 +13,19 @@ struct Counts {
     prompt_tokens: Option<u64>,
     #[serde(alias = "output_tokens")]
     completion_tokens: Option<u64>,
+    /// OpenAI chat (`prompt_tokens_details`), Responses (`input_tokens_details`).
+    #[serde(alias = "input_tokens_details")]
+    prompt_tokens_details: Option<Details>,
+    #[serde(alias = "output_tokens_details")]
+    completion_tokens_details: Option<Details>,
+    /// Anthropic: input read from its prompt cache (not in `input_tokens`).
+    cache_read_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -20,12 +33,19 @@ struct Counts {
 struct GeminiCounts {
     prompt_token_count: Option<u64>,
     candidates_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
 }
 
+/// Tokens as the provider reported them. `prompt_tokens` is the provider's own input
+/// count (OpenAI's includes cached input, Anthropic's does not: its cache reads are
+/// `cached_tokens` alone).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -35,14 +55,23 @@ impl Usage {
         Usage {
             prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
             completion_tokens: self.completion_tokens.max(other.completion_tokens),
+            cached_tokens: self.cached_tokens.max(other.cached_tokens),
+            reasoning_tokens: self.reasoning_tokens.max(other.reasoning_tokens),
         }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
     }
 }
 
 fn from_counts(c: &Counts) -> Option<Usage> {
+    let detail = |d: &Option<Details>, f: fn(&Details) -> Option<u64>| d.as_ref().and_then(f).unwrap_or(0);
     (c.prompt_tokens.is_some() || c.completion_tokens.is_some()).then(|| Usage {
         prompt_tokens: c.prompt_tokens.unwrap_or(0),
         completion_tokens: c.completion_tokens.unwrap_or(0),
+        cached_tokens: c.cache_read_input_tokens.unwrap_or(0) + detail(&c.prompt_tokens_details, |d| d.cached_tokens),
+        reasoning_tokens: detail(&c.completion_tokens_details, |d| d.reasoning_tokens),
     })
 }
 
@@ -73,6 +102,8 @@ pub fn of_json(bytes: &[u8]) -> Option<Usage> {
             Some(Usage {
                 prompt_tokens: g.prompt_token_count.unwrap_or(0),
                 completion_tokens: g.candidates_token_count.unwrap_or(0),
+                cached_tokens: g.cached_content_token_count.unwrap_or(0),
+                reasoning_tokens: g.thoughts_token_count.unwrap_or(0),
             })
         } else {
             from_counts(&Counts::deserialize(&mut de).ok()?)
@@ -123,14 +154,14 @@ mod tests {
     fn reads_usage_from_json_and_from_split_sse_lines() {
         assert_eq!(
             of_json(br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#),
-            Some(Usage { prompt_tokens: 3, completion_tokens: 5 })
+            Some(Usage { prompt_tokens: 3, completion_tokens: 5, ..Usage::default() })
         );
         assert_eq!(of_json(br#"{"id":"x"}"#), None);
         let mut sse = SseUsage::default();
         sse.feed(b"data: {\"choices\":[]}\n\ndata: {\"choices\":[],\"us");
         assert_eq!(sse.found, None);
         sse.feed(b"age\":{\"prompt_tokens\":2,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n");
-        assert_eq!(sse.found, Some(Usage { prompt_tokens: 2, completion_tokens: 7 }));
+        assert_eq!(sse.found, Some(Usage { prompt_tokens: 2, completion_tokens: 7, ..Usage::default() }));
     }
 
     #[test]
@@ -139,17 +170,41 @@ mod tests {
         anthropic.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\n");
         anthropic
             .feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":30}}\n\n");
-        assert_eq!(anthropic.found, Some(Usage { prompt_tokens: 11, completion_tokens: 30 }));
+        assert_eq!(anthropic.found, Some(Usage { prompt_tokens: 11, completion_tokens: 30, ..Usage::default() }));
         let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":9}}"#;
-        assert_eq!(of_json(gemini), Some(Usage { prompt_tokens: 4, completion_tokens: 9 }));
+        assert_eq!(of_json(gemini), Some(Usage { prompt_tokens: 4, completion_tokens: 9, ..Usage::default() }));
         let responses = br#"{"type":"response.completed","response":{"usage":{"input_tokens":3,"output_tokens":5}}}"#;
-        assert_eq!(of_json(responses), Some(Usage { prompt_tokens: 3, completion_tokens: 5 }));
+        assert_eq!(of_json(responses), Some(Usage { prompt_tokens: 3, completion_tokens: 5, ..Usage::default() }));
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_are_read_in_every_format() {
+        let chat = br#"{"usage":{"prompt_tokens":100,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":60},"completion_tokens_details":{"reasoning_tokens":20}}}"#;
+        assert_eq!(
+            of_json(chat),
+            Some(Usage { prompt_tokens: 100, completion_tokens: 50, cached_tokens: 60, reasoning_tokens: 20 })
+        );
+        let responses = br#"{"usage":{"input_tokens":10,"output_tokens":5,"input_tokens_details":{"cached_tokens":4},"output_tokens_details":{"reasoning_tokens":2}}}"#;
+        assert_eq!(
+            of_json(responses),
+            Some(Usage { prompt_tokens: 10, completion_tokens: 5, cached_tokens: 4, reasoning_tokens: 2 })
+        );
+        let anthropic = br#"{"usage":{"input_tokens":7,"output_tokens":3,"cache_read_input_tokens":30}}"#;
+        assert_eq!(
+            of_json(anthropic),
+            Some(Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 30, reasoning_tokens: 0 })
+        );
+        let gemini = br#"{"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":2,"cachedContentTokenCount":5,"thoughtsTokenCount":9}}"#;
+        assert_eq!(
+            of_json(gemini),
+            Some(Usage { prompt_tokens: 8, completion_tokens: 2, cached_tokens: 5, reasoning_tokens: 9 })
+        );
     }
 
     #[test]
     fn a_usage_key_inside_text_is_not_the_usage() {
         let quoted = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"note":"the \"usage\": 99 field"}"#;
-        assert_eq!(of_json(quoted), Some(Usage { prompt_tokens: 1, completion_tokens: 2 }));
+        assert_eq!(of_json(quoted), Some(Usage { prompt_tokens: 1, completion_tokens: 2, ..Usage::default() }));
         assert_eq!(of_json(br#"{"usage":null}"#), None);
         assert_eq!(of_json(br#"{"choices":[]}"#), None);
     }

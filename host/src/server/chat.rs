@@ -57,6 +57,8 @@ pub async fn relay(
     let body = RequestBody::parse(upload.bytes.clone())?;
     log.model = Some(body.model.clone());
     log.stream = body.stream;
+    log.endpoint = Some(endpoint.upstream_path().trim_start_matches('/'));
+    log.accounting = Some(snapshot.accounting.clone());
 
     // === route ===
     let route = snapshot.routes.get(&*body.model).filter(|r| r.enabled).ok_or_else(|| {
@@ -85,6 +87,19 @@ pub async fn relay(
         })?),
     };
 
+    // === budget === (reserve what the request may use; settled when it ends)
+    if let Some(budget) = snapshot.budgets.get(&principal.id) {
+        let estimate = estimate(route, &body, upload.bytes.len());
+        match snapshot.accounting.budgets.reserve(&principal.id, budget, estimate, crate::health::now_ms()) {
+            Ok(reservation) => log.reservation = Some(reservation),
+            Err(refusal) => {
+                let error = GatewayError::over_budget(refusal.limit, refusal.resets_ms);
+                log.error = Some(error.code);
+                return Ok(error.into_response_as(endpoint.dialect()));
+            }
+        }
+    }
+
     // === select → upstream → stream back ===
     let mut response = relay::forward(relay::ForwardRequest {
         snapshot,
@@ -102,6 +117,28 @@ pub async fn relay(
         rate_limit_headers(response.headers_mut(), d);
     }
     Ok(response)
+}
+
+/// What a request may use: its input (body bytes / 4, a generous token count for
+/// text) and the output cap it asked for, at its route's dearest enabled backend.
+fn estimate(route: &crate::gateway::Route, body: &RequestBody, body_bytes: usize) -> crate::usage::Amount {
+    let input = (body_bytes as u64).div_ceil(4);
+    let output = body.max_output_tokens.unwrap_or(0);
+    let cost = route
+        .backends
+        .iter()
+        .filter(|b| b.enabled())
+        .map(|b| {
+            let p = &b.config.prices;
+            match b.config.billing_mode {
+                crate::config::BillingMode::PerRequest => p.per_request,
+                crate::config::BillingMode::PerToken => {
+                    (input as f64 * p.input_per_mtok + output as f64 * p.output_per_mtok) / 1_000_000.0
+                }
+            }
+        })
+        .fold(0.0, f64::max);
+    crate::usage::Amount { tokens: input + output, cost }
 }
 
 /// OpenAI's `x-ratelimit-*` request headers.

@@ -40,6 +40,14 @@ pub struct RequestLog {
     /// Streams: when the first byte reached the client, ms after `started`.
     pub first_byte_ms: Option<f64>,
     pub error: Option<&'static str>,
+    /// Relayed requests: the endpoint ("chat/completions", "messages", …).
+    pub endpoint: Option<&'static str>,
+    /// The tokens the provider reported for the answer.
+    pub usage: Option<crate::relay::usage::Usage>,
+    /// What a budgeted user's request reserved; settled when the line is written.
+    pub reservation: Option<crate::usage::Reservation>,
+    /// Where the request is recorded (relayed requests of known callers).
+    pub accounting: Option<Arc<crate::usage::Accounting>>,
     metrics: Arc<Metrics>,
     counted: bool,
     emitted: bool,
@@ -69,6 +77,10 @@ impl RequestLog {
             stream: false,
             first_byte_ms: None,
             error: None,
+            endpoint: None,
+            usage: None,
+            reservation: None,
+            accounting: None,
             metrics,
             counted: false,
             emitted: false,
@@ -142,6 +154,10 @@ impl RequestLog {
             stream: self.stream,
             first_byte_ms: self.first_byte_ms,
             error: self.error,
+            endpoint: self.endpoint,
+            usage: self.usage,
+            reservation: self.reservation.take(),
+            accounting: self.accounting.clone(),
             metrics: self.metrics.clone(),
             counted: true,
             emitted: false,
@@ -153,6 +169,7 @@ impl RequestLog {
         if std::mem::replace(&mut self.emitted, true) {
             return;
         }
+        self.account(status);
         let line = crate::telemetry::RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             client: self.client,
@@ -187,6 +204,52 @@ impl RequestLog {
             stream = line.stream,
             error = line.error,
         );
+    }
+}
+
+impl RequestLog {
+    /// Settle the request's reservation with what it used, count its cost, and hand
+    /// its record to the ledger (relayed requests of authenticated callers).
+    fn account(&mut self, status: u16) {
+        let reservation = self.reservation.take();
+        let (Some(accounting), Some(principal), Some(endpoint)) = (&self.accounting, &self.principal, self.endpoint)
+        else {
+            return;
+        };
+        let usage = self.usage.unwrap_or_default();
+        let backend = self.route.as_ref().zip(self.backend_index).and_then(|(r, i)| r.backends.get(i as usize));
+        let cost = match backend {
+            Some(b) if status < 400 || self.usage.is_some() => {
+                crate::usage::cost(&usage, &b.config.prices, b.config.billing_mode, b.provider.spec.backend)
+            }
+            _ => 0.0,
+        };
+        if let Some(reservation) = reservation {
+            reservation.settle(crate::usage::Amount { tokens: usage.total(), cost });
+        }
+        if let Some(route) = self.route.as_ref().filter(|_| cost > 0.0) {
+            route.series.count_cost(&self.metrics, &route.name, &principal.id, cost);
+        }
+        let Some(ledger) = &accounting.ledger else { return };
+        ledger.record(crate::usage::Record {
+            time_ms: crate::health::now_ms(),
+            request_id: self.request_id.to_str().unwrap_or("-").to_string(),
+            user: principal.id.clone(),
+            model: self
+                .route
+                .as_ref()
+                .map_or_else(|| self.model.as_deref().unwrap_or("-").to_string(), |r| r.name.clone()),
+            provider: backend.map_or_else(String::new, |b| b.config.provider.clone()),
+            upstream_model: backend.map_or_else(String::new, |b| b.config.model.clone()),
+            endpoint,
+            status,
+            usage,
+            cost,
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            first_byte_ms: self.first_byte_ms,
+            attempts: self.attempts,
+            stream: self.stream,
+        });
     }
 }
 

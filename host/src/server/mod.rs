@@ -13,6 +13,7 @@ mod router;
 mod scrape;
 mod status;
 pub mod upload;
+mod usage;
 
 use std::future::Future;
 use std::net::SocketAddr;

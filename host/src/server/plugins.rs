@@ -28,6 +28,7 @@ pub async fn handle(gateway: &Arc<Gateway>, request: Request<Incoming>) -> Resul
     let method = request.method().clone();
     match (path.as_str(), &method) {
         ("/admin/plugins", &Method::GET) => Ok(list(gateway)),
+        ("/admin/usage", &Method::GET) => super::usage::report(&snapshot, request.uri().query().unwrap_or("")).await,
         ("/admin/reload", &Method::POST) => match gateway.reload_from_disk().await {
             Ok(()) => Ok(json_response(StatusCode::OK, &json!({ "reloaded": true }))),
             Err(e) => Err(GatewayError::unprocessable("reload_rejected", e)),

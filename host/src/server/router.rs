@@ -91,7 +91,7 @@ async fn dispatch(
             if snapshot.config.settings.protect_status {
                 admin::require_admin(snapshot, request.headers())?;
             }
-            Ok(status::data(snapshot))
+            Ok(status::data(snapshot).await)
         }
         ("/metrics", Method::GET) => {
             if snapshot.config.settings.protect_metrics {

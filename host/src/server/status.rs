@@ -25,7 +25,7 @@ pub fn page() -> Response<BerryBody> {
 
 /// Every model's backends with health, circuit, recovery, latency, counters and the
 /// strategy's own effective weight and pick probability.
-pub fn data(snapshot: &Snapshot) -> Response<BerryBody> {
+pub async fn data(snapshot: &Snapshot) -> Response<BerryBody> {
     let now = now_ms();
     let models: Vec<Value> = snapshot
         .route_order
@@ -55,5 +55,24 @@ pub fn data(snapshot: &Snapshot) -> Response<BerryBody> {
         })
         .collect();
     let cluster = snapshot.cluster.as_ref().map(|c| c.report());
-    json_response(StatusCode::OK, &json!({ "generated_at_ms": now, "models": models, "cluster": cluster }))
+    let usage = usage_today(snapshot, now).await;
+    json_response(
+        StatusCode::OK,
+        &json!({ "generated_at_ms": now, "models": models, "cluster": cluster, "usage_today": usage }),
+    )
+}
+
+/// Today's (UTC) spend and tokens by user and model, dearest first (at most 20
+/// rows), from the ledger; `null` without one.
+async fn usage_today(snapshot: &Snapshot, now: u64) -> Value {
+    use crate::usage::query::{self, Key};
+    let Some(ledger) = &snapshot.accounting.ledger else { return Value::Null };
+    let path = ledger.path().to_path_buf();
+    let midnight = now - now % 86_400_000;
+    let by = [Key::User, Key::Model];
+    let rows = tokio::task::spawn_blocking(move || query::summary(&path, midnight, now + 1, &by)).await;
+    match rows {
+        Ok(Ok(rows)) => json!(rows.iter().take(20).map(|r| r.json(&by)).collect::<Vec<_>>()),
+        _ => Value::Null,
+    }
 }
