@@ -7,19 +7,22 @@
 #   benches/load.sh --write         # also put the table into BENCHMARKS.md
 #   benches/load.sh --cluster       # only: one replica with [cluster] (a real
 #                                   # redis-server) against one node without it
+#   benches/load.sh --ledger        # only: the usage ledger on against off, and the
+#                                   # writer's backlog under sustained full load
 #
 # Needs wrk (Debian: apt-get install wrk); --cluster also redis-server. Builds berry and the bench tools with
 # --release. Writes target/bench/table.md and the raw results next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0
+rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0
 for arg in "$@"; do
   case $arg in
     --quick) rounds=3 secs=2 stream_secs=4 streams=200 many_streams=1000 ;;
     --write) write=1 ;;
     --cluster) cluster=1 ;;
-    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster]" >&2; exit 2 ;;
+    --ledger) ledger=1 ;;
+    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster] [--ledger]" >&2; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -203,6 +206,63 @@ PY
   } > "$out/cluster.md"
   cat "$out/cluster.md"
   if [ "$write" = 1 ]; then python3 benches/put_table.py cluster-table "$out/cluster.md"; fi
+  exit 0
+fi
+
+# --- the usage ledger on vs off (--ledger): the bench config with the ledger off and
+# on (a file in the run's folder); then the one with it on under sustained full load,
+# the writer's backlog sampled from /metrics every second. --------------------------
+if [ "$ledger" = 1 ]; then
+  sed '1a usage_db = ""' "$tmp/berry.toml" > "$tmp/off.toml"
+  sed "1a usage_db = \"$tmp/usage.db\"" "$tmp/berry.toml" > "$tmp/on.toml"
+  for t in off on; do
+    RUST_LOG=info "$bin/berry" serve --config "$tmp/$t.toml" --listen 127.0.0.1:0 > "$tmp/$t.log" 2>&1 &
+    pid[$t]=$!
+    url[$t]="http://$(wait_for "$tmp/$t.log" "listening on http://")/v1/chat/completions"
+  done
+  echo "== usage ledger on vs off: 32 connections, $rounds rounds of ${secs}s" >&2
+  for t in off on; do wrk_run "$t" 8 1 > /dev/null; done
+  declare -A l_cpu l_rps
+  for round in $(seq "$rounds"); do
+    for t in off on; do
+      before=$(cpu_ticks "${pid[$t]}")
+      r=$(wrk_run "$t" 32 "$secs")
+      after=$(cpu_ticks "${pid[$t]}")
+      echo "$t c32 round $round $r" | tee -a "$out/raw.txt" >&2
+      l_rps[$t]+=" $(json "$r" rps)"
+      l_cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+    done
+  done
+  sustain=$((secs * 5))
+  echo "== the ledger under sustained load: 64 connections, ${sustain}s" >&2
+  metrics_url="${url[on]%/v1/chat/completions}/metrics"
+  gauge() { curl -fsS -H "Authorization: Bearer berry-bench-admin" "$metrics_url" | awk -v m="$1" '$1 == m {print $2}'; }
+  : > "$tmp/backlog"
+  ( for _ in $(seq "$sustain"); do gauge berry_usage_ledger_backlog >> "$tmp/backlog"; sleep 1; done ) &
+  sampler=$!
+  r=$(wrk_run on 64 "$sustain")
+  wait $sampler 2>/dev/null || true
+  sleep 1
+  sustained_rps=$(json "$r" rps)
+  backlog_max=$(sort -n "$tmp/backlog" | tail -1)
+  backlog_end=$(gauge berry_usage_ledger_backlog)
+  written=$(gauge berry_usage_ledger_written)
+  dropped=$(gauge berry_usage_ledger_dropped)
+  rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$tmp/usage.db")
+  m() { python3 -c "print(round($(median ${1}), 1))"; }
+  {
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --ledger\`: the bench config, one log line per request to a file; medians of $rounds alternating rounds at 32 connections."
+    echo
+    echo "| measure | ledger off | ledger on | ratio | target | met |"
+    echo "|---|---:|---:|---:|---|:-:|"
+    off=$(m "${l_cpu[off]}"); on=$(m "${l_cpu[on]}")
+    echo "| Berry CPU per request (µs) | $off | $on | $(ratio "$on" "$off") | ≤ 1.05× | $(check "$on <= 1.05 * $off") |"
+    echo "| throughput (req/s) | $(m "${l_rps[off]}") | $(m "${l_rps[on]}") | $(ratio "$(m "${l_rps[on]}")" "$(m "${l_rps[off]}")") | | |"
+    echo
+    echo "Sustained: ${sustain}s at 64 connections, $sustained_rps req/s with the ledger on; the writer's backlog sampled every second peaked at $backlog_max records and was $backlog_end at the end; $written records written, $dropped dropped; $rows rows in the file."
+  } > "$out/ledger.md"
+  cat "$out/ledger.md"
+  if [ "$write" = 1 ]; then python3 benches/put_table.py ledger-table "$out/ledger.md"; fi
   exit 0
 fi
 

@@ -129,6 +129,11 @@ pub struct Metrics {
     pub scrape: Mutex<()>,
     /// Registered only with `[cluster]`.
     pub cluster: ClusterMetrics,
+    /// The usage ledger's writer, read at scrape time.
+    pub ledger_backlog: Gauge,
+    pub ledger_written: Gauge,
+    pub ledger_dropped: Gauge,
+    pub ledger_write_failures: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,6 +254,10 @@ impl Metrics {
             scrape: Mutex::new(()),
             registry: Registry::default(),
             cluster: ClusterMetrics::default(),
+            ledger_backlog: Gauge::default(),
+            ledger_written: Gauge::default(),
+            ledger_dropped: Gauge::default(),
+            ledger_write_failures: Gauge::default(),
         };
         if cluster {
             m.cluster.register(&mut registry);
@@ -273,6 +282,26 @@ impl Metrics {
         registry.register("rate_limit_rejections", "Requests refused by a user's rate limit", m.rate_limited.clone());
         registry.register("tokens", "Tokens reported in upstream usage, by user, model and kind", m.tokens.clone());
         registry.register("cost", "What requests cost at the configured prices, by user and model", m.cost.clone());
+        registry.register(
+            "usage_ledger_backlog",
+            "Usage records waiting for the ledger's writer",
+            m.ledger_backlog.clone(),
+        );
+        registry.register(
+            "usage_ledger_written",
+            "Usage records written to the ledger since start",
+            m.ledger_written.clone(),
+        );
+        registry.register(
+            "usage_ledger_dropped",
+            "Usage records dropped since start (queue full, or failed writes beyond the retry buffer)",
+            m.ledger_dropped.clone(),
+        );
+        registry.register(
+            "usage_ledger_write_failures",
+            "Ledger writes that failed (retried) since start",
+            m.ledger_write_failures.clone(),
+        );
         registry.register("plugin_calls", "Calls into plugins", m.plugin_calls.clone());
         registry.register(
             "plugin_failures",

@@ -21,11 +21,16 @@ client = anthropic.Anthropic(base_url=base_url, api_key=token, max_retries=0, ti
 tools = [{"name": "search", "description": "Search the web.",
           "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}}}]
 
-for model in models:
+# What the SDK reported, by request id: the test compares Berry's usage ledger with it.
+seen_usage = []
+
+for n, model in enumerate(models):
     for i in range(3):
+        rid = f"req_sdk_anthropic_{n}_{i}"
         message = client.messages.create(
             model=model, max_tokens=100, system="Be brief.",
-            messages=[{"role": "user", "content": f"hello {i}"}])
+            messages=[{"role": "user", "content": f"hello {i}"}], extra_headers={"x-request-id": rid})
+        seen_usage.append((rid, message.usage.input_tokens, message.usage.output_tokens))
         assert message.type == "message" and message.role == "assistant", message
         assert message.content[0].text.endswith(f"You said: hello {i}"), message
         assert message.stop_reason == "end_turn", message
@@ -34,11 +39,14 @@ for model in models:
         assert message.model == "up-model", message.model
         assert (message._request_id or "").startswith("req_"), message._request_id
 
+        rid = f"req_sdk_anthropic_{n}_{i}_stream"
         with client.messages.stream(
-            model=model, max_tokens=100, messages=[{"role": "user", "content": f"stream {i}"}]
+            model=model, max_tokens=100, messages=[{"role": "user", "content": f"stream {i}"}],
+            extra_headers={"x-request-id": rid},
         ) as stream:
             text = "".join(stream.text_stream)
             final = stream.get_final_message()
+        seen_usage.append((rid, final.usage.input_tokens, final.usage.output_tokens))
         assert text.endswith(f"You said: stream {i}"), text
         assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0, final
         assert final.model == "up-model", final.model
@@ -95,4 +103,6 @@ except anthropic.RateLimitError as e:
 else:
     raise AssertionError("a caller over its rate limit must raise RateLimitError")
 
+for rid, prompt, completion in seen_usage:
+    print(f"USAGE {rid} {prompt} {completion}")
 print("anthropic SDK end-to-end: OK")

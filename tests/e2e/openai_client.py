@@ -16,11 +16,23 @@ model = os.environ["BERRY_MODEL"]
 
 client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=30)
 
+# What the SDK reported, by request id: the test compares Berry's usage ledger with it.
+seen_usage = []
+
+
+def tagged(name):
+    rid = f"req_sdk_openai_{name}"
+    return rid, {"x-request-id": rid}
+
+
 # Non-streaming chat.
-reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "ping from the SDK"}])
+rid, headers = tagged("plain")
+reply = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "ping from the SDK"}], extra_headers=headers)
 text = reply.choices[0].message.content
 assert "ping from the SDK" in text, text
 assert reply.usage is not None and reply.usage.total_tokens > 0, reply.usage
+seen_usage.append((rid, reply.usage.prompt_tokens, reply.usage.completion_tokens))
 
 # Streaming chat: content arrives in several chunks and reassembles.
 pieces = []
@@ -81,17 +93,22 @@ else:
 mixed = os.environ.get("BERRY_MIXED_MODEL")
 if mixed:
     for i in range(3):
-        reply = client.chat.completions.create(model=mixed, messages=[{"role": "user", "content": f"mixed {i}"}])
+        rid, headers = tagged(f"mixed_{i}")
+        reply = client.chat.completions.create(
+            model=mixed, messages=[{"role": "user", "content": f"mixed {i}"}], extra_headers=headers)
         assert reply.choices[0].message.content.endswith(f"You said: mixed {i}"), reply
         assert reply.usage.completion_tokens > 0, reply.usage
+        seen_usage.append((rid, reply.usage.prompt_tokens, reply.usage.completion_tokens))
         assert reply.model == "up-model", reply.model
     for i in range(3):
         pieces = []
+        rid, headers = tagged(f"streamed_{i}")
         with client.chat.completions.create(
             model=mixed,
             messages=[{"role": "user", "content": f"streamed {i}"}],
             stream=True,
             stream_options={"include_usage": True},
+            extra_headers=headers,
         ) as stream:
             usage = None
             for chunk in stream:
@@ -101,6 +118,7 @@ if mixed:
                     pieces.append(chunk.choices[0].delta.content)
         assert "".join(pieces).endswith(f"You said: streamed {i}"), pieces
         assert usage is not None and usage.completion_tokens > 0, usage
+        seen_usage.append((rid, usage.prompt_tokens, usage.completion_tokens))
     tools = [{"type": "function", "function": {"name": "search", "description": "Search the web.",
               "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
     for i in range(3):
@@ -129,4 +147,6 @@ events = [event.type for event in client.responses.create(model=model, input="st
 assert "response.output_text.delta" in events and events[-1] == "response.completed", events
 assert client.models.retrieve(model).id == model
 
+for rid, prompt, completion in seen_usage:
+    print(f"USAGE {rid} {prompt} {completion}")
 print("openai SDK end-to-end: OK")

@@ -269,6 +269,33 @@ async fn redis_frozen_killed_and_restarted_under_load() {
     assert_eq!(admitted, 6, "the limit is shared again after Redis restarted empty");
 }
 
+/// Issue 20 with [cluster]: a token budget holds across replicas as on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_budget_is_shared_by_the_replicas() {
+    let redis = RedisServer::start();
+    let a = mock("a").await;
+    let tail = "[users.capped]\ntoken = \"berry-capped-token\"\nbudget = { max_tokens_per_day = 40 }\n";
+    let toml = fleet_config(&redis, &[("a", &a)], "", tail);
+    let (one, two) = (Replica::start(&toml), Replica::start(&toml));
+    everyone_sees(&[&one, &two], 2).await;
+    // ~9-token requests alternating between the replicas: one budget of 40 for both
+    // (each alone would admit 3).
+    let mut admitted = 0;
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &one } else { &two };
+        let reply = replica.chat("berry-capped-token", &chat_body("m")).await;
+        if reply.status != 200 {
+            reply.assert_error(429, "insufficient_quota");
+            break;
+        }
+        admitted += 1;
+    }
+    assert!((2..=3).contains(&admitted), "{admitted} admitted across the fleet");
+    for r in [&one, &two] {
+        r.chat("berry-capped-token", &chat_body("m")).await.assert_error(429, "insufficient_quota");
+    }
+}
+
 #[tokio::test]
 async fn without_redis_the_deny_policy_refuses_limited_users_and_start_does_not_wait() {
     // A port nothing listens on.

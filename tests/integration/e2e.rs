@@ -56,7 +56,11 @@ fn run(python: PathBuf, script: &str, env: Vec<(&'static str, String)>) -> std::
 async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
     let (up, oa, an, ge) =
         (mock_named("up").await, mock_named("oa").await, mock_named("an").await, mock_named("ge").await);
-    let mut toml = config("weighted_random", &[("up", &up)], &[], "");
+    // The usage ledger on: what the SDKs report is compared with it below.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("usage.db");
+    let mut toml =
+        config("weighted_random", &[("up", &up)], &[], &format!("usage_db = {:?}", db.display().to_string()));
     for (name, mock, kind) in [("oa", &oa, "openai"), ("an", &an, "anthropic"), ("ge", &ge, "gemini")] {
         toml.push_str(&format!(
             "[providers.{name}]\nbase_url = \"{}\"\napi_key = \"sk-{name}\"\nmodels = [\"up-model\"]\nbackend_type = \"{kind}\"\n",
@@ -89,6 +93,7 @@ async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
         ("BERRY_NATIVE_MODEL", "claude".to_string()),
         ("BERRY_LIMITED_TOKEN", "berry-limited-token".to_string()),
     ];
+    let mut reported = Vec::new();
     for (script, env, ok) in [
         ("openai_client.py", openai_env, "openai SDK end-to-end: OK"),
         ("anthropic_client.py", anthropic_env, "anthropic SDK end-to-end: OK"),
@@ -101,5 +106,25 @@ async fn the_official_openai_and_anthropic_sdks_work_through_berry() {
             "{script} failed:\nstdout: {stdout}\nstderr: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        reported.extend(stdout.lines().filter_map(|l| l.strip_prefix("USAGE ")).map(str::to_string));
+    }
+
+    // Issue 20: the ledger's tokens are what each SDK reported, request by request
+    // (OpenAI plain, streamed with include_usage, translated; Anthropic native and
+    // translated, plain and streamed).
+    let ledger = gw.gateway.accounting.ledger.as_ref().expect("ledger");
+    assert!(ledger.flush(std::time::Duration::from_secs(10)));
+    let db = berry::usage::ledger::connect(&db).expect("open the ledger");
+    assert!(reported.len() >= 19, "{reported:?}");
+    for line in &reported {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (id, input, output): (&str, i64, i64) =
+            (fields[0], fields[1].parse().expect("input"), fields[2].parse().expect("output"));
+        let row: (i64, i64) = db
+            .query_row("SELECT input_tokens, output_tokens FROM requests WHERE request_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap_or_else(|e| panic!("{id} is not in the ledger: {e}"));
+        assert_eq!(row, (input, output), "{id}: the ledger says {row:?}, the SDK reported ({input}, {output})");
     }
 }

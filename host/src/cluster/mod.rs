@@ -8,12 +8,14 @@
 //! | circuits, recovery stages, `Retry-After` cooling | published on change, read every `sync_interval_ms` (`sync.rs`) | within about one sync interval plus one op |
 //! | strategy scores (smart_ai confidence) | each replica adds its own changes to one shared value per backend (`sync.rs`) | converge within about one sync interval |
 //! | uploaded plugins | bytes and SHA-256 in Redis; each replica verifies, prepares, trials and swaps (`plugins.rs`) | the exact component, within about one sync interval plus its preparation |
+//! | budgets and `tokens_per_minute` | reserve → settle on one Redis counter per user and window (`INCRBY`/`INCRBYFLOAT`, `budgets.rs`) | exact as on one node: overshoot only by what reservations underestimate |
 //! | round-robin position, latency averages, in-flight counts | not shared | per replica |
 //!
 //! Redis is never on a request's critical path longer than `timeout_ms`: the link
 //! (`link.rs`) marks Redis down at the first failure, and requests then apply
 //! `on_unavailable` without trying it until the sync loop sees Redis answer again.
 
+mod budgets;
 mod limits;
 mod link;
 mod plugins;

@@ -90,7 +90,12 @@ pub async fn relay(
     // === budget === (reserve what the request may use; settled when it ends)
     if let Some(budget) = snapshot.budgets.get(&principal.id) {
         let estimate = estimate(route, &body, upload.bytes.len());
-        match snapshot.accounting.budgets.reserve(&principal.id, budget, estimate, crate::health::now_ms()) {
+        let budgets = &snapshot.accounting.budgets;
+        let reserved = match &snapshot.cluster {
+            None => budgets.reserve(&principal.id, budget, estimate, crate::health::now_ms()),
+            Some(cluster) => cluster.reserve_budget(budgets, &principal.id, budget, estimate).await?,
+        };
+        match reserved {
             Ok(reservation) => log.reservation = Some(reservation),
             Err(refusal) => {
                 let error = GatewayError::over_budget(refusal.limit, refusal.resets_ms);

@@ -46,6 +46,14 @@ pub fn metrics(snapshot: &Snapshot) -> Response<BerryBody> {
             let labels = PluginLabels { plugin: p.name.to_string() };
             m.plugin_quarantined.get_or_create(&labels).set(i64::from(p.stats.quarantined(now)));
         }
+        if let Some(ledger) = &snapshot.accounting.ledger {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &ledger.stats;
+            m.ledger_backlog.set(ledger.backlog() as i64);
+            m.ledger_written.set(s.written.load(Relaxed) as i64);
+            m.ledger_dropped.set(s.dropped.load(Relaxed) as i64);
+            m.ledger_write_failures.set(s.write_failures.load(Relaxed) as i64);
+        }
         m.encode()
     };
     let mut response = Response::new(full(text));

@@ -57,7 +57,12 @@ pub struct Reservation {
     user: String,
     reserved: Amount,
     settled: bool,
+    /// Settles the same reservation in the fleet's shared counters (`[cluster]`).
+    shared: Option<SharedSettle>,
 }
+
+/// Called with (reserved, used) when a reservation held in shared counters settles.
+pub type SharedSettle = Box<dyn FnOnce(Amount, Amount) + Send + Sync>;
 
 impl Reservation {
     pub fn settle(self, used: Amount) {
@@ -66,16 +71,29 @@ impl Reservation {
 
     /// Settle as of `now_ms` (what `settle` does with the clock's time).
     pub fn settle_at(mut self, used: Amount, now_ms: u64) {
+        self.finish(used, now_ms);
+    }
+
+    /// Also settle in the fleet's counters, which admitted this reservation.
+    pub fn shared_with(mut self, settle: SharedSettle) -> Self {
+        self.shared = Some(settle);
+        self
+    }
+
+    fn finish(&mut self, used: Amount, now_ms: u64) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
         self.budgets.settle(&self.user, self.reserved, used, now_ms);
-        self.settled = true;
+        if let Some(shared) = self.shared.take() {
+            shared(self.reserved, used);
+        }
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if !self.settled {
-            self.budgets.settle(&self.user, self.reserved, Amount::default(), crate::health::now_ms());
-        }
+        self.finish(Amount::default(), crate::health::now_ms());
     }
 }
 
@@ -133,8 +151,25 @@ impl Budgets {
             }
             spend.reserved.tokens += estimate.tokens;
             spend.reserved.cost += estimate.cost;
-            Ok(Reservation { budgets: self.clone(), user: user.to_string(), reserved: estimate, settled: false })
+            Ok(Reservation {
+                budgets: self.clone(),
+                user: user.to_string(),
+                reserved: estimate,
+                settled: false,
+                shared: None,
+            })
         })
+    }
+
+    /// Reserve without checking (the fleet's shared counters decided): this
+    /// replica's own counters still follow its requests.
+    pub fn hold(self: &Arc<Self>, user: &str, estimate: Amount, now_ms: u64) -> Reservation {
+        self.with(user, |spend| {
+            spend.roll(now_ms);
+            spend.reserved.tokens += estimate.tokens;
+            spend.reserved.cost += estimate.cost;
+        });
+        Reservation { budgets: self.clone(), user: user.to_string(), reserved: estimate, settled: false, shared: None }
     }
 
     fn settle(&self, user: &str, reserved: Amount, used: Amount, now_ms: u64) {
