@@ -294,16 +294,21 @@ async fn the_status_page_renders_live_data_in_a_browser() {
         .find(|p| Path::new(p).exists())
         .expect("Chromium is needed for this test: apt-get install chromium (.ci/run installs it)");
     let (a, b) = (mock("a").await, mock("b").await);
+    let ledger = tempfile::tempdir().expect("ledger dir");
     let gw = TestGateway::start(&config(
         "weighted_random",
         &[("a", &a), ("b", &b)],
         &[],
-        "circuit_breaker_threshold = 2\ncircuit_breaker_cooldown_seconds = 600",
+        &format!(
+            "circuit_breaker_threshold = 2\ncircuit_breaker_cooldown_seconds = 600\nusage_db = {:?}",
+            ledger.path().join("usage.db").display().to_string()
+        ),
     ))
     .await;
     for _ in 0..10 {
         assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
     }
+    assert!(gw.gateway.accounting.ledger.as_ref().expect("ledger").flush(Duration::from_secs(10)));
     let shots = repo_root().join("target").join("screenshots");
     std::fs::create_dir_all(&shots).expect("screenshots dir");
     let profile = tempfile::tempdir().expect("profile");
@@ -341,6 +346,10 @@ async fn the_status_page_renders_live_data_in_a_browser() {
         "backends table rendered: {before}"
     );
     assert_eq!(rows(&before, "closed"), 3, "m has two backends, other has one: {before}");
+    // Today's usage (issue 20): one bar for the tester on m, with its 10 requests.
+    assert!(before.contains("Today's usage"), "{before}");
+    assert_eq!(before.matches("class=\"usage-bar\" style=\"width:100.0%\"").count(), 1, "one full bar: {before}");
+    assert!(before.contains("<td>tester</td><td>m</td><td class=\"num\">10</td>"), "{before}");
 
     // Fail backend b at the mock; traffic opens its circuit; the page shows it.
     set(&b, MockUpdate { fail: Some(FailMode::Status(500)), ..Default::default() });

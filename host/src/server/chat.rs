@@ -29,6 +29,9 @@ pub async fn relay(
     // === authenticate === (from the headers alone: a stranger's body is never read)
     let principal = authenticate(snapshot, &parts.headers, "")?;
     log.principal = Some(principal.clone());
+    // From here on the request is a caller's: it goes into the usage ledger, however it ends.
+    log.endpoint = Some(endpoint.upstream_path().trim_start_matches('/'));
+    log.accounting = Some(snapshot.accounting.clone());
 
     // === rate limit === (before the body: a refused request costs its sender, not us)
     let decision = match &snapshot.cluster {
@@ -57,8 +60,6 @@ pub async fn relay(
     let body = RequestBody::parse(upload.bytes.clone())?;
     log.model = Some(body.model.clone());
     log.stream = body.stream;
-    log.endpoint = Some(endpoint.upstream_path().trim_start_matches('/'));
-    log.accounting = Some(snapshot.accounting.clone());
 
     // === route ===
     let route = snapshot.routes.get(&*body.model).filter(|r| r.enabled).ok_or_else(|| {

@@ -233,14 +233,14 @@ impl RequestLog {
         let Some(ledger) = &accounting.ledger else { return };
         ledger.record(crate::usage::Record {
             time_ms: crate::health::now_ms(),
-            request_id: self.request_id.to_str().unwrap_or("-").to_string(),
-            user: principal.id.clone(),
-            model: self
-                .route
-                .as_ref()
-                .map_or_else(|| self.model.as_deref().unwrap_or("-").to_string(), |r| r.name.clone()),
-            provider: backend.map_or_else(String::new, |b| b.config.provider.clone()),
-            upstream_model: backend.map_or_else(String::new, |b| b.config.model.clone()),
+            // A copy: a client's id is a slice of its connection's read buffer, which
+            // the queued record must not keep alive.
+            request_id: http::HeaderValue::from_bytes(self.request_id.as_bytes())
+                .unwrap_or_else(|_| self.request_id.clone()),
+            principal: principal.clone(),
+            route: self.route.clone(),
+            asked_model: self.model.clone(),
+            backend: self.backend_index,
             endpoint,
             status,
             usage,

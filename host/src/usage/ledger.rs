@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
@@ -140,7 +140,6 @@ CREATE TABLE IF NOT EXISTS requests (
     stream INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS requests_by_time ON requests (time_ms);
-CREATE INDEX IF NOT EXISTS requests_by_user ON requests (user, time_ms);
 ";
 
 fn write_loop(mut connection: Connection, received: Receiver<Message>, stats: &Stats, retention: Duration) {
@@ -149,19 +148,18 @@ fn write_loop(mut connection: Connection, received: Receiver<Message>, stats: &S
     let mut last_prune = Instant::now();
     let mut open = true;
     while open || !batch.is_empty() {
-        // Wait for the first message, then gather for at most the batch window.
-        if open && batch.is_empty() {
-            match received.recv() {
+        // Sleep out the batch window, then take everything queued. The writer never
+        // waits on the queue itself: a sender then has no sleeping thread to wake,
+        // and a record costs the request path one push into the queue, no system call.
+        std::thread::sleep(BATCH_WINDOW);
+        loop {
+            match received.try_recv() {
                 Ok(m) => take(m, &mut batch, &mut waiting),
-                Err(_) => open = false,
-            }
-        }
-        let until = Instant::now() + BATCH_WINDOW;
-        while open && waiting.is_empty() {
-            match received.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(m) => take(m, &mut batch, &mut waiting),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => open = false,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
         match insert(&mut connection, &batch) {
@@ -216,13 +214,14 @@ fn insert(connection: &mut Connection, batch: &[Record]) -> rusqlite::Result<()>
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
         for r in batch {
+            let (provider, upstream_model) = r.backend();
             statement.execute(params![
                 r.time_ms as i64,
-                r.request_id,
-                r.user,
-                r.model,
-                r.provider,
-                r.upstream_model,
+                r.request_id.to_str().unwrap_or("-"),
+                r.principal.id,
+                r.model(),
+                provider,
+                upstream_model,
                 r.endpoint,
                 r.status,
                 r.usage.prompt_tokens as i64,

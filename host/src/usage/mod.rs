@@ -17,15 +17,18 @@ pub use ledger::Ledger;
 use crate::config::{BackendType, BillingMode, Prices};
 use crate::relay::usage::Usage;
 
-/// One relayed request, as the ledger keeps it.
-#[derive(Debug, Clone)]
+/// One relayed request, as the ledger keeps it. Its names are shared, not copied:
+/// the writer thread reads them off the request path.
+#[derive(Clone)]
 pub struct Record {
     pub time_ms: u64,
-    pub request_id: String,
-    pub user: String,
-    pub model: String,
-    pub provider: String,
-    pub upstream_model: String,
+    pub request_id: http::HeaderValue,
+    pub principal: Arc<crate::plugin::auth::wit::Principal>,
+    /// The configured model, or what the client asked for when none matched.
+    pub route: Option<Arc<crate::gateway::Route>>,
+    pub asked_model: Option<Arc<str>>,
+    /// Index of the answering backend in `route`.
+    pub backend: Option<u32>,
     /// "chat/completions", "messages", …
     pub endpoint: &'static str,
     pub status: u16,
@@ -38,6 +41,20 @@ pub struct Record {
 }
 
 /// The gateway's usage accounting: the ledger (if one is configured) and the budgets.
+impl Record {
+    pub fn model(&self) -> &str {
+        self.route.as_ref().map(|r| r.name.as_str()).or(self.asked_model.as_deref()).unwrap_or("-")
+    }
+
+    /// The answering backend's provider and upstream model ("" when none answered).
+    pub fn backend(&self) -> (&str, &str) {
+        match self.route.as_ref().zip(self.backend).and_then(|(r, i)| r.backends.get(i as usize)) {
+            Some(b) => (&b.config.provider, &b.config.model),
+            None => ("", ""),
+        }
+    }
+}
+
 pub struct Accounting {
     pub ledger: Option<Arc<Ledger>>,
     pub budgets: Arc<Budgets>,
