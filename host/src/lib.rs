@@ -20,6 +20,7 @@
 //! - [`redact`]: configured secrets kept out of relayed provider failures and logs.
 
 pub mod adapter;
+pub mod by_user;
 pub mod cluster;
 pub mod config;
 pub mod error;

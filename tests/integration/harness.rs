@@ -211,6 +211,19 @@ fn build(method: Method, url: &str, token: Option<&str>, body: Option<String>) -
     builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request")
 }
 
+/// POST `body` to `url` the way the anthropic SDK does (`x-api-key`, `anthropic-version`).
+pub async fn post_anthropic(url: &str, key: &str, body: &Value) -> Reply {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("x-api-key", key)
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    send_request(request).await
+}
+
 pub async fn send(method: Method, url: &str, token: Option<&str>, body: Option<String>) -> Reply {
     send_request(build(method, url, token, body)).await
 }

@@ -27,15 +27,7 @@ fn one_backend(mock: &MockServer, backend_type: &str) -> String {
 
 /// POST to `path` the way the anthropic SDK does (`x-api-key`, `anthropic-version`).
 async fn post(gw: &TestGateway, path: &str, key: &str, body: &Value) -> Reply {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(gw.url(path))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    send_request(request).await
+    post_anthropic(&gw.url(path), key, body).await
 }
 
 fn message(stream: bool) -> Value {

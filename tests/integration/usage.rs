@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use http::{Method, Request};
-use http_body_util::Full;
+use http::Method;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -38,15 +37,7 @@ async fn chat(gw: &TestGateway, token: &str, body: &Value) -> Reply {
 }
 
 async fn messages(gw: &TestGateway, key: &str, body: &Value) -> Reply {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(gw.url("/v1/messages"))
-        .header("x-api-key", key)
-        .header("anthropic-version", "2023-06-01")
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body.to_string())))
-        .expect("request");
-    send_request(request).await
+    post_anthropic(&gw.url("/v1/messages"), key, body).await
 }
 
 fn flush(gw: &TestGateway) {

@@ -14,14 +14,13 @@
 //! One node uses a smooth GCRA instead (`crate::ratelimit`); the fleet's windows can
 //! admit a full limit at the end of one window and another at the start of the next.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::pipe;
 
 use super::Cluster;
 use super::link::Op;
+use crate::by_user::ByUser;
 use crate::config::OnUnavailable;
 use crate::error::GatewayError;
 use crate::health::now_ms;
@@ -182,9 +181,7 @@ struct Grant {
 
 /// The permits this replica holds, per user and window.
 #[derive(Default)]
-pub(super) struct Leases {
-    shards: [Mutex<HashMap<String, UserLeases>>; 16],
-}
+pub(super) struct Leases(ByUser<UserLeases>);
 
 #[derive(Default)]
 struct UserLeases {
@@ -225,12 +222,7 @@ enum Take {
 
 impl Leases {
     fn with<T>(&self, user: &str, f: impl FnOnce(&mut UserLeases) -> T) -> T {
-        let shard = &self.shards[(crate::fnv::hash(user.as_bytes()) % 16) as usize];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(leases) = map.get_mut(user) {
-            return f(leases);
-        }
-        f(map.entry(user.to_string()).or_default())
+        self.0.with(user, f)
     }
 
     /// The block lease of `user` has ended (answered or failed).

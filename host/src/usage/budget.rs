@@ -11,9 +11,9 @@
 //! Days and months are UTC; `tokens_per_minute` is a fixed minute window. The
 //! counters are rebuilt from the ledger at start, so budgets survive restarts.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use crate::by_user::ByUser;
 use crate::config::Budget;
 
 /// What a request is expected to use, or did use.
@@ -24,9 +24,7 @@ pub struct Amount {
 }
 
 #[derive(Default)]
-pub struct Budgets {
-    shards: [Mutex<HashMap<String, Spend>>; 16],
-}
+pub struct Budgets(ByUser<Spend>);
 
 /// One user's use in the current day, month and minute, and what requests in
 /// flight have reserved.
@@ -102,12 +100,7 @@ const DAY_MS: u64 = 86_400_000;
 
 impl Budgets {
     fn with<T>(&self, user: &str, f: impl FnOnce(&mut Spend) -> T) -> T {
-        let shard = &self.shards[(crate::fnv::hash(user.as_bytes()) % 16) as usize];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(spend) = map.get_mut(user) {
-            return f(spend);
-        }
-        f(map.entry(user.to_string()).or_default())
+        self.0.with(user, f)
     }
 
     /// Reserve `estimate` for `user` against `budget`, or say which limit refuses.
