@@ -1,5 +1,5 @@
 //! The relayed endpoints (chat completions, completions, embeddings, responses,
-//! messages): authenticate → rate limit → read → parse → route →
+//! messages): authenticate → rate limit → read → parse → route → budget →
 //! select/upstream/stream (in `relay`).
 
 use std::sync::Arc;
