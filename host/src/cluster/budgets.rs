@@ -17,11 +17,8 @@ use super::Cluster;
 use super::link::Op;
 use crate::config::{Budget, OnUnavailable};
 use crate::error::GatewayError;
-use crate::usage::budget::{month_of, month_start_ms};
+use crate::usage::budget::{DAY_MS, MINUTE_MS, month_of, month_start_ms};
 use crate::usage::{Amount, Budgets, Refusal, Reservation};
-
-const MINUTE_MS: u64 = 60_000;
-const DAY_MS: u64 = 86_400_000;
 
 /// One shared counter a request counts against.
 struct Counter {
@@ -59,9 +56,7 @@ impl Cluster {
                 return Ok(Ok(reservation));
             }
         }
-        let policy = self.settings.on_unavailable;
-        self.metrics.fallbacks.get_or_create(&crate::metrics::PolicyLabels { policy: policy.as_str() }).inc();
-        match policy {
+        match self.fallback() {
             OnUnavailable::Local => {
                 let n = self.replicas();
                 let share = |v: Option<u64>| v.map(|v| v / u64::from(n));

@@ -47,9 +47,7 @@ impl Cluster {
         {
             return Ok(Some(decision));
         }
-        let policy = self.settings.on_unavailable;
-        self.metrics.fallbacks.get_or_create(&crate::metrics::PolicyLabels { policy: policy.as_str() }).inc();
-        match policy {
+        match self.fallback() {
             OnUnavailable::Local => {
                 // This replica's share of each limit: together the replicas it last saw
                 // admit no more than the limit (at least one request each).

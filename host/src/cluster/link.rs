@@ -70,7 +70,7 @@ impl Link {
             .set_max_delay(Duration::from_millis(500));
         let manager = client
             .get_connection_manager_lazy(config)
-            .map_err(|e| format!("cannot set up the Redis connection: {}", e.kind_str()))?;
+            .map_err(|e| format!("cannot set up the Redis connection: {:?}", e.kind()))?;
         Ok(Link {
             manager,
             timeout: settings.timeout,
@@ -241,7 +241,7 @@ fn describe(e: &redis::RedisError) -> String {
         None if e.is_timeout() => "timed out".to_string(),
         None if e.is_connection_refusal() => "connection refused".to_string(),
         None if e.is_connection_dropped() || e.is_io_error() => "connection lost".to_string(),
-        None => format!("Redis fault ({})", e.kind_str()),
+        None => format!("Redis fault ({:?})", e.kind()),
     }
 }
 
@@ -252,16 +252,6 @@ fn server_code(e: &redis::RedisError) -> Option<String> {
     }
     let errors = e.clone().into_server_errors()?;
     errors.first().map(|(_, error)| error.code().to_string())
-}
-
-trait KindStr {
-    fn kind_str(&self) -> String;
-}
-
-impl KindStr for redis::RedisError {
-    fn kind_str(&self) -> String {
-        format!("{:?}", self.kind())
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

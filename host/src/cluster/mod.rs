@@ -65,6 +65,13 @@ impl Cluster {
         self.replicas.load(Ordering::Relaxed).max(1)
     }
 
+    /// A decision made without Redis: counted, and decided by `on_unavailable`.
+    fn fallback(&self) -> crate::config::OnUnavailable {
+        let policy = self.settings.on_unavailable;
+        self.metrics.fallbacks.get_or_create(&crate::metrics::PolicyLabels { policy: policy.as_str() }).inc();
+        policy
+    }
+
     /// A key of this fleet.
     fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.settings.key_prefix)

@@ -24,6 +24,9 @@ use crate::health::{SharedHealth, now_ms};
 /// What this replica last published or took, per backend ("provider/model").
 #[derive(Default)]
 pub struct Memory {
+    /// Every backend's health and its field name ("provider/model"), refreshed only
+    /// when the registry grew (it never shrinks): a tick allocates no names.
+    backends: Vec<(std::sync::Arc<crate::health::BackendHealth>, String)>,
     /// The shared state and the time it changed.
     health: HashMap<String, (SharedHealth, u64)>,
     /// The fleet's score as last taken: local changes are counted from it.
@@ -70,8 +73,12 @@ async fn tick(
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let now = now_ms();
     let me = cluster.settings.replica_name.as_str();
-    let backends = gateway.health.all();
-    let fields: Vec<String> = backends.iter().map(|b| format!("{}/{}", b.provider, b.model)).collect();
+    if memory.backends.len() != gateway.health.count() {
+        memory.backends =
+            gateway.health.all().into_iter().map(|b| (b.clone(), format!("{}/{}", b.provider, b.model))).collect();
+    }
+    // Taken out for the tick (the loops below also update `memory`), put back at its end.
+    let walked = std::mem::take(&mut memory.backends);
     let (replicas_key, health_key) = (cluster.key("replicas"), cluster.key("health"));
     let (scores_key, scores_at_key) = (cluster.key("scores"), cluster.key("scores_at"));
     // A replica that has not announced itself for five intervals (3 s at least) is gone.
@@ -85,7 +92,7 @@ async fn tick(
         .zrangebyscore(&replicas_key, now.saturating_sub(alive_ms), "+inf");
 
     // Health changed here since the last tick.
-    for (backend, field) in backends.iter().zip(&fields) {
+    for (backend, field) in &walked {
         let current = backend.shared();
         let changed = match memory.health.get_mut(field) {
             None => current != SharedHealth::default(),
@@ -105,7 +112,7 @@ async fn tick(
     // Scores moved here since the last tick: add the change to the fleet's value
     // (set first from ours when the fleet has none: a new backend, or Redis restarted empty).
     let mut sent: HashMap<usize, f64> = HashMap::new();
-    for (i, (backend, field)) in backends.iter().zip(&fields).enumerate() {
+    for (i, (backend, field)) in walked.iter().enumerate() {
         let Some((score, at)) = backend.score() else { continue };
         sent.insert(i, score);
         let base = memory.scores.get(field).copied().unwrap_or(score);
@@ -120,13 +127,19 @@ async fn tick(
     }
     p.hgetall(&scores_key).hgetall(&scores_at_key).hgetall(cluster.key("plugins"));
 
-    let (replicas, health, scores, scores_at, plugins): Answer = cluster.link.query(Op::Sync, &p).await?;
+    let (replicas, health, scores, scores_at, plugins): Answer = match cluster.link.query(Op::Sync, &p).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            memory.backends = walked;
+            return Err(e);
+        }
+    };
     cluster.last_sync_ms.store(now_ms(), Ordering::Relaxed);
     let seen = (replicas.len() as u32).max(1);
     cluster.replicas.store(seen, Ordering::Relaxed);
     cluster.metrics.replicas.set(i64::from(seen));
 
-    for (backend, field) in backends.iter().zip(&fields) {
+    for (backend, field) in &walked {
         let Some(value) = health.get(field) else { continue };
         // "circuit,opened,cooling|changed_ms|replica"; anything else is skipped.
         let mut parts = value.splitn(3, '|');
@@ -151,7 +164,7 @@ async fn tick(
         memory.health.insert(field.clone(), (after, changed));
     }
 
-    for (i, (backend, field)) in backends.iter().zip(&fields).enumerate() {
+    for (i, (backend, field)) in walked.iter().enumerate() {
         let Some(shared) = scores.get(field).and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite()) else {
             continue;
         };
@@ -165,6 +178,7 @@ async fn tick(
         memory.scores.insert(field.clone(), shared);
     }
 
+    memory.backends = walked;
     Ok(cluster.reconcile_plugins(gateway, plugins))
 }
 

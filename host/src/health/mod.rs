@@ -31,6 +31,11 @@ impl HealthRegistry {
             .clone()
     }
 
+    /// How many backends have health here (the registry never shrinks).
+    pub fn count(&self) -> usize {
+        self.backends.lock().map_or_else(|p| p.into_inner().len(), |m| m.len())
+    }
+
     /// Every backend's health (the fleet's sync walks them).
     pub fn all(&self) -> Vec<Arc<BackendHealth>> {
         let map = match self.backends.lock() {

@@ -68,7 +68,7 @@ async fn usage_today(snapshot: &Snapshot, now: u64) -> Value {
     use crate::usage::query::{self, Key};
     let Some(ledger) = &snapshot.accounting.ledger else { return Value::Null };
     let path = ledger.path().to_path_buf();
-    let midnight = now - now % 86_400_000;
+    let midnight = now - now % crate::usage::budget::DAY_MS;
     let by = [Key::User, Key::Model];
     let rows = tokio::task::spawn_blocking(move || query::summary(&path, midnight, now + 1, &by)).await;
     match rows {

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::body::{BerryBody, json_response};
 use crate::error::GatewayError;
 use crate::gateway::Snapshot;
+use crate::usage::budget::DAY_MS;
 use crate::usage::query::{self, Key};
 
 pub async fn report(snapshot: &Snapshot, query_string: &str) -> Result<Response<BerryBody>, GatewayError> {
@@ -15,7 +16,7 @@ pub async fn report(snapshot: &Snapshot, query_string: &str) -> Result<Response<
         return Err(GatewayError::not_found("usage_ledger_off", "The usage ledger is off (settings.usage_db = \"\")."));
     };
     let now = crate::health::now_ms();
-    let (mut from, mut to, mut by) = (now.saturating_sub(30 * 86_400_000), now + 1, Vec::new());
+    let (mut from, mut to, mut by) = (now.saturating_sub(30 * DAY_MS), now + 1, Vec::new());
     for (name, value) in query_string.split('&').filter_map(|p| p.split_once('=')) {
         match name {
             "from" => from = instant(value).ok_or_else(|| bad("from"))?,
@@ -58,5 +59,5 @@ fn instant(value: &str) -> Option<u64> {
         return None;
     }
     let month = (y - 1970) * 12 + (m - 1);
-    Some(crate::usage::budget::month_start_ms(month) + (d - 1) * 86_400_000)
+    Some(crate::usage::budget::month_start_ms(month) + (d - 1) * DAY_MS)
 }

@@ -95,8 +95,8 @@ impl Drop for Reservation {
     }
 }
 
-const MINUTE_MS: u64 = 60_000;
-const DAY_MS: u64 = 86_400_000;
+pub const MINUTE_MS: u64 = 60_000;
+pub const DAY_MS: u64 = 86_400_000;
 
 impl Budgets {
     fn with<T>(&self, user: &str, f: impl FnOnce(&mut Spend) -> T) -> T {

@@ -69,7 +69,7 @@ impl Accounting {
             Some(path) => {
                 let ledger = Ledger::open(path, retention)?;
                 let now = crate::health::now_ms();
-                let since = budget::month_start_ms(budget::month_of(now / 86_400_000));
+                let since = budget::month_start_ms(budget::month_of(now / budget::DAY_MS));
                 let rows = query::spend_since(path, since).map_err(|e| format!("reading {}: {e}", path.display()))?;
                 for (user, at_ms, used) in rows {
                     budgets.restore(&user, used, at_ms, now);
