@@ -7,6 +7,10 @@
 
 use std::sync::Mutex;
 
+pub mod classic;
+pub mod genai;
+pub mod history;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,6 +35,8 @@ pub struct ModelLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
+    /// The route (configured model) the attempt served.
+    pub model: String,
     pub backend: String,
     /// "success", "client_error", or the error class.
     pub outcome: String,
@@ -134,6 +140,15 @@ pub struct Metrics {
     pub ledger_written: Gauge,
     pub ledger_dropped: Gauge,
     pub ledger_write_failures: Gauge,
+    /// Time spent in Berry itself per relayed request (upstream time and deliberate
+    /// waits excluded), by model: `x-berry-overhead-ms`.
+    pub overhead_seconds: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    /// The OpenTelemetry GenAI client metrics (unprefixed names).
+    pub genai: genai::GenAiMetrics,
+    /// Spans the trace exporter dropped (queue full or export failed).
+    pub spans_dropped: Counter,
+    /// The last hour per model and backend, for the status page.
+    pub history: history::History,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,6 +222,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
 }
 
+fn overhead_histogram() -> Histogram {
+    // 10 µs … ~0.3 s.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 16))
+}
+
 fn plugin_histogram() -> Histogram {
     // 1 µs … ~65 ms: plugin calls are microseconds; the tail is the deadline.
     Histogram::new(exponential_buckets(0.000_001, 2.0, 17))
@@ -221,7 +241,9 @@ impl Default for Metrics {
 impl Metrics {
     /// The gateway's metrics; `cluster`: with the fleet's (`[cluster]` configured).
     pub fn new(cluster: bool) -> Self {
-        let mut registry = Registry::with_prefix("berry");
+        // Berry's own families are `berry_*`; the GenAI conventions' are not.
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("berry");
         let requests = Family::default();
         let request_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         let first_byte_seconds = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -258,9 +280,13 @@ impl Metrics {
             ledger_written: Gauge::default(),
             ledger_dropped: Gauge::default(),
             ledger_write_failures: Gauge::default(),
+            overhead_seconds: Family::new_with_constructor(overhead_histogram as fn() -> Histogram),
+            genai: genai::GenAiMetrics::default(),
+            spans_dropped: Counter::default(),
+            history: history::History::default(),
         };
         if cluster {
-            m.cluster.register(&mut registry);
+            m.cluster.register(registry);
         }
         registry.register(
             "requests",
@@ -354,15 +380,27 @@ impl Metrics {
             "Client connections that ended before a request completed, by reason",
             m.connection_errors.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "overhead_seconds",
+            "Time spent in Berry per relayed request, upstream time and deliberate waits excluded (x-berry-overhead-ms)",
+            m.overhead_seconds.clone(),
+        );
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped by the OTLP exporter: its queue was full or the export failed",
+            m.spans_dropped.clone(),
+        );
+        m.genai.register(&mut root);
+        Metrics { registry: root, ..m }
     }
 
-    /// The registry in Prometheus/OpenMetrics text.
-    pub fn encode(&self) -> String {
+    /// The registry as OpenMetrics text, or (`openmetrics` false) in the classic
+    /// Prometheus text format.
+    pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        if openmetrics { out } else { classic::from_openmetrics(&out) }
     }
 }
 

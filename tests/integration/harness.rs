@@ -501,3 +501,47 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A port free on loopback now (for servers that cannot be told to take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Headless Chromium (scripts/test installs it), started as this machine's probe
+/// starts it: no sandbox as root, no background networking (the network is closed).
+pub fn chromium_command(profile: &Path) -> Command {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Chromium is needed for this test: apt-get install chromium (scripts/test installs it)");
+    let mut cmd = Command::new(chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// Load `url` in headless Chromium off the runtime thread (the gateway under test
+/// must keep serving it) with `args`; the DOM when `--dump-dom` is among them.
+pub async fn browse(profile: &Path, url: &str, args: Vec<String>) -> std::process::Output {
+    let (profile, url) = (profile.to_path_buf(), url.to_string());
+    tokio::task::spawn_blocking(move || {
+        chromium_command(&profile)
+            .args(["--virtual-time-budget=4000", "--window-size=1400,900"])
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("run chromium")
+    })
+    .await
+    .expect("join")
+}

@@ -13,6 +13,7 @@ mod harness;
 mod health;
 mod memory;
 mod messages;
+mod observability;
 mod operations;
 mod platform;
 mod plugin_authors;

@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
 pub use route::{Explained, Route, RouteBackend, Target, to_wit_state};
+pub use series::Attempted;
 pub use snapshot::{Shared, Snapshot, wit_routes, wit_users};
 
 use crate::config::Config;

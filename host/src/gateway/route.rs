@@ -2,21 +2,20 @@
 //! its providers and the shared health of each backend.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::Uri;
-use prometheus_client::metrics::counter::Counter;
 
 use crate::config::{Backend, BillingMode};
 use crate::health::{BackendHealth, CircuitPolicy, CircuitView, ErrorClass, Outcome, now_ms};
-use crate::metrics::{AttemptLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::plugin::StrategyPlugin;
 use crate::plugin::strategy::wit;
 use crate::relay::Endpoint;
 use crate::relay::plan::Plan;
 
 use super::provider::ProviderRuntime;
-use super::series::{RequestCounters, RouteSeries};
+use super::series::{BackendSeries, RouteSeries};
 
 pub struct RouteBackend {
     pub config: Backend,
@@ -27,14 +26,11 @@ pub struct RouteBackend {
     /// The label as the `x-berry-backend` header of the answers this backend serves
     /// (`None` if the names are not valid in a header).
     pub label_header: Option<http::HeaderValue>,
-    /// This backend's attempt counters, one per outcome, looked up in the metric
-    /// family once instead of on every request.
-    attempts: [OnceLock<Counter>; Outcome::COUNT],
     /// How each endpoint (streamed or not) reaches this backend, worked out once per
     /// config: `None` where the backend cannot serve it. See [`RouteBackend::target`].
     targets: Vec<Option<Target>>,
-    /// Requests this backend answered on its route, by status class.
-    pub requests: RequestCounters,
+    /// Its metric series and history on this route.
+    pub series: BackendSeries,
 }
 
 /// Where and how a request for one endpoint goes to a backend.
@@ -44,8 +40,15 @@ pub struct Target {
 }
 
 impl RouteBackend {
-    pub fn new(config: Backend, provider: Arc<ProviderRuntime>, health: Arc<BackendHealth>) -> Self {
+    pub fn new(
+        route: &str,
+        config: Backend,
+        provider: Arc<ProviderRuntime>,
+        health: Arc<BackendHealth>,
+        metrics: &Metrics,
+    ) -> Self {
         let label: Arc<str> = format!("{}/{}", config.provider, config.model).into();
+        let series = BackendSeries::new(metrics, route, &label, &provider, &config.model);
         let label_header = http::HeaderValue::from_str(&label).ok();
         let targets = Endpoint::ALL
             .iter()
@@ -62,9 +65,8 @@ impl RouteBackend {
             health,
             label,
             label_header,
-            attempts: Default::default(),
             targets,
-            requests: RequestCounters::default(),
+            series,
         }
     }
 
@@ -76,16 +78,6 @@ impl RouteBackend {
     /// Enabled in config and on an enabled provider.
     pub fn enabled(&self) -> bool {
         self.config.enabled && self.provider.enabled
-    }
-
-    /// Count one attempt on this backend (`berry_upstream_attempts_total`).
-    pub fn count_attempt(&self, metrics: &Metrics, outcome: Outcome) {
-        self.attempts[outcome.index()]
-            .get_or_init(|| {
-                let labels = AttemptLabels { backend: self.label.to_string(), outcome: outcome.as_str().to_string() };
-                metrics.attempts.get_or_create(&labels).clone()
-            })
-            .inc();
     }
 }
 

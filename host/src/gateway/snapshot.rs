@@ -101,7 +101,8 @@ impl Snapshot {
                         Some(p) => p.clone(),
                         None => Arc::new(ProviderRuntime::disabled(&b.provider)),
                     };
-                    backends.push(RouteBackend::new(b.clone(), provider, health.get_or_create(&b.provider, &b.model)));
+                    let health = health.get_or_create(&b.provider, &b.model);
+                    backends.push(RouteBackend::new(&m.name, b.clone(), provider, health, shared.metrics));
                 }
                 let before = previous.and_then(|p| p.routes.get(&m.name));
                 let previous_sequence = before.map_or(0, |r| r.sequence.load(std::sync::atomic::Ordering::Relaxed));
@@ -123,6 +124,11 @@ impl Snapshot {
             }
         }
         route_order.sort_by_key(|(i, _)| *i);
+        let pairs = route_order
+            .iter()
+            .flat_map(|(_, r)| r.backends.iter().map(|b| (r.name.clone(), b.label.to_string())))
+            .collect();
+        shared.metrics.history.keep_only(&pairs);
 
         let users = wit_users(&config);
         let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, shared)?;

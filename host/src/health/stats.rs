@@ -69,6 +69,18 @@ impl Outcome {
     /// How many outcomes there are ([`Outcome::index`] is below this).
     pub const COUNT: usize = 2 + ErrorClass::ALL.len();
 
+    /// Every outcome, in [`Outcome::index`] order.
+    pub const ALL: [Outcome; Outcome::COUNT] = [
+        Outcome::Success,
+        Outcome::ClientError,
+        Outcome::Failure(ErrorClass::Network),
+        Outcome::Failure(ErrorClass::Timeout),
+        Outcome::Failure(ErrorClass::Auth),
+        Outcome::Failure(ErrorClass::RateLimit),
+        Outcome::Failure(ErrorClass::Server),
+        Outcome::Failure(ErrorClass::Model),
+    ];
+
     /// A dense index, for per-outcome tables.
     pub fn index(self) -> usize {
         match self {

@@ -32,8 +32,9 @@ use super::attempt::{self, Attempt, Reply, Started};
 use super::body::RequestBody;
 use super::stream::{Finish, relay_stream};
 use crate::error::GatewayError;
-use crate::gateway::{Route, RouteBackend, Snapshot};
+use crate::gateway::{Attempted, Route, RouteBackend, Snapshot};
 use crate::health::{ErrorClass, Outcome, now_ms};
+use crate::metrics::genai::Operation;
 use crate::plugin::strategy::wit;
 use crate::server::body::BerryBody;
 use crate::server::context::RequestLog;
@@ -215,7 +216,9 @@ impl<'a> Walk<'a> {
             None => Duration::ZERO,
         };
         if !pause.is_zero() {
-            tokio::time::sleep(pause.min(self.remaining())).await;
+            let pause = pause.min(self.remaining());
+            tokio::time::sleep(pause).await;
+            self.log.waited += pause;
         }
         let remaining = self.remaining();
         if remaining.is_zero() {
@@ -260,26 +263,40 @@ impl<'a> Walk<'a> {
             let cap = backend.provider.timeout.or(settings.attempt_timeout).map_or(remaining, |t| t.min(remaining));
             attempt::unary(snapshot, upstream, cap, &reply).await
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        self.log.upstream += elapsed;
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let operation = Operation::of(self.endpoint);
+        let attempted = |outcome| Attempted { outcome, latency_ms, duration: elapsed, operation };
         match attempt {
             Attempt::Answer(response, outcome, usage) => {
                 route.record(index, outcome, latency_ms, &self.request, &snapshot.policy);
-                backend.count_attempt(&snapshot.metrics, outcome);
+                backend.series.attempted(&snapshot.metrics, &attempted(outcome));
                 count_retries(snapshot, route, self.attempts);
                 if let Some(u) = usage {
                     route.series.count_tokens(&snapshot.metrics, &route.name, self.log.user(), u);
+                    backend.series.used(&snapshot.metrics, operation, &u);
                 }
                 self.log.usage = usage;
                 Some(served_by(response, backend))
             }
             Attempt::Stream(Started { parts, first, rest, translator, usage }) => {
                 count_retries(snapshot, route, self.attempts);
+                backend.series.first_chunk(&snapshot.metrics, operation, elapsed);
                 let first_byte = self.log.started.elapsed();
                 route.series.first_byte_seconds(&snapshot.metrics, &route.name).observe(first_byte.as_secs_f64());
                 self.log.first_byte_ms = Some(first_byte.as_secs_f64() * 1000.0);
                 let line = self.log.hand_off();
                 let request = self.request.clone();
-                let finish = Finish::new(route.clone(), index, request, snapshot.policy, latency_ms, in_flight, line);
+                let finish = Finish::new(
+                    route.clone(),
+                    index,
+                    request,
+                    snapshot.policy,
+                    super::stream::Upstream { first_byte_ms: latency_ms, started, operation },
+                    in_flight,
+                    line,
+                );
                 let relay = super::stream::Relay {
                     first,
                     translator,
@@ -299,7 +316,7 @@ impl<'a> Walk<'a> {
             Attempt::Retry(class, description, retry_after) => {
                 let description = snapshot.redactor.text(&description).into_owned();
                 route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
-                backend.count_attempt(&snapshot.metrics, Outcome::Failure(class));
+                backend.series.attempted(&snapshot.metrics, &attempted(Outcome::Failure(class)));
                 tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");
                 if class == ErrorClass::RateLimit {
                     let cool = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_COOL).min(MAX_RATE_LIMIT_COOL);

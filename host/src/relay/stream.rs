@@ -36,11 +36,19 @@ pub struct Finish {
     index: u32,
     request: wit::Request,
     policy: CircuitPolicy,
-    /// Time to first byte: the latency a stream's backend is judged by.
-    first_byte_ms: f64,
+    upstream: Upstream,
     _in_flight: InFlight,
     /// The request's log line, written when the stream ends (or is dropped).
     log: Option<RequestLog>,
+}
+
+/// The stream's upstream exchange.
+pub struct Upstream {
+    /// Time to first byte: the latency a stream's backend is judged by.
+    pub first_byte_ms: f64,
+    /// When its request was sent.
+    pub started: std::time::Instant,
+    pub operation: Option<crate::metrics::genai::Operation>,
 }
 
 impl Finish {
@@ -49,21 +57,32 @@ impl Finish {
         index: u32,
         request: wit::Request,
         policy: CircuitPolicy,
-        first_byte_ms: f64,
+        upstream: Upstream,
         in_flight: InFlight,
         log: RequestLog,
     ) -> Self {
-        Finish { route, index, request, policy, first_byte_ms, _in_flight: in_flight, log: Some(log) }
+        Finish { route, index, request, policy, upstream, _in_flight: in_flight, log: Some(log) }
     }
 
     fn record(mut self, outcome: Outcome, usage: Option<super::usage::Usage>) {
-        self.route.record(self.index, outcome, self.first_byte_ms, &self.request, &self.policy);
+        let Upstream { first_byte_ms, started, operation } = self.upstream;
+        self.route.record(self.index, outcome, first_byte_ms, &self.request, &self.policy);
         let Some(mut log) = self.log.take() else { return };
-        if let Some(backend) = self.route.backends.get(self.index as usize) {
-            backend.count_attempt(log.metrics(), outcome);
+        let backend = self.route.backends.get(self.index as usize);
+        if let Some(backend) = backend {
+            let attempted = crate::gateway::Attempted {
+                outcome,
+                latency_ms: first_byte_ms,
+                duration: started.elapsed(),
+                operation,
+            };
+            backend.series.attempted(log.metrics(), &attempted);
         }
         if let Some(u) = usage {
             self.route.series.count_tokens(log.metrics(), &self.route.name, log.user(), u);
+            if let Some(backend) = backend {
+                backend.series.used(log.metrics(), operation, &u);
+            }
         }
         log.usage = usage;
         if outcome != Outcome::Success {

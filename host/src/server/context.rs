@@ -39,6 +39,12 @@ pub struct RequestLog {
     pub stream: bool,
     /// Streams: when the first byte reached the client, ms after `started`.
     pub first_byte_ms: Option<f64>,
+    /// Time spent waiting on providers (every attempt, to its answer or first chunk).
+    pub upstream: std::time::Duration,
+    /// Deliberate waits: backoff between attempts, a provider's short `Retry-After`.
+    pub waited: std::time::Duration,
+    /// Time spent in Berry itself, once the answer is ready (`x-berry-overhead-ms`).
+    pub overhead: Option<std::time::Duration>,
     pub error: Option<&'static str>,
     /// Relayed requests: the endpoint ("chat/completions", "messages", …).
     pub endpoint: Option<&'static str>,
@@ -76,6 +82,9 @@ impl RequestLog {
             attempts: 0,
             stream: false,
             first_byte_ms: None,
+            upstream: std::time::Duration::ZERO,
+            waited: std::time::Duration::ZERO,
+            overhead: None,
             error: None,
             endpoint: None,
             usage: None,
@@ -114,7 +123,7 @@ impl RequestLog {
             return;
         };
         match self.backend_index.and_then(|i| route.backends.get(i as usize)) {
-            Some(b) => b.requests.count(&self.metrics, &route.name, &b.label, status),
+            Some(b) => b.series.requests.count(&self.metrics, &route.name, &b.label, status),
             None => {
                 let labels = crate::metrics::RequestLabels {
                     model: route.name.clone(),
@@ -125,6 +134,15 @@ impl RequestLog {
             }
         }
         route.series.request_seconds(&self.metrics, &route.name).observe(seconds);
+        if let Some(overhead) = self.overhead {
+            route.series.overhead_seconds(&self.metrics, &route.name).observe(overhead.as_secs_f64());
+        }
+    }
+
+    /// Time spent in Berry so far: since the request arrived, less the time its
+    /// attempts waited on providers and its deliberate waits.
+    pub fn overhead_now(&self) -> std::time::Duration {
+        self.started.elapsed().saturating_sub(self.upstream + self.waited)
     }
 
     /// Hand the line to a stream that outlives the handler: the returned log is
@@ -153,6 +171,9 @@ impl RequestLog {
             attempts: self.attempts,
             stream: self.stream,
             first_byte_ms: self.first_byte_ms,
+            upstream: self.upstream,
+            waited: self.waited,
+            overhead: self.overhead,
             error: self.error,
             endpoint: self.endpoint,
             usage: self.usage,

@@ -18,6 +18,9 @@ use crate::relay::Endpoint;
 use crate::telemetry::clean::clip;
 
 const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("request-id");
+/// Time spent in Berry itself on this answer (upstream time and deliberate waits
+/// excluded), in milliseconds; for streams, up to the first chunk.
+const X_BERRY_OVERHEAD_MS: http::HeaderName = http::HeaderName::from_static("x-berry-overhead-ms");
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -43,6 +46,11 @@ pub async fn handle(
         response.headers_mut().insert(REQUEST_ID, id.clone());
     }
     response.headers_mut().insert(X_REQUEST_ID, id);
+    let overhead = log.overhead_now();
+    log.overhead = Some(overhead);
+    if let Ok(v) = http::HeaderValue::try_from(format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
+        response.headers_mut().insert(X_BERRY_OVERHEAD_MS, v);
+    }
     log.count(response.status().as_u16());
     // A stream took its own line (written when it ends); this writes nothing then.
     log.emit(response.status().as_u16());
@@ -93,11 +101,17 @@ async fn dispatch(
             }
             Ok(status::data(snapshot).await)
         }
+        ("/status/history.json", Method::GET) => {
+            if snapshot.config.settings.protect_status {
+                admin::require_admin(snapshot, request.headers())?;
+            }
+            Ok(status::history(snapshot))
+        }
         ("/metrics", Method::GET) => {
             if snapshot.config.settings.protect_metrics {
                 admin::require_admin(snapshot, request.headers())?;
             }
-            Ok(scrape::metrics(snapshot))
+            Ok(scrape::metrics(snapshot, request.headers().get(http::header::ACCEPT)))
         }
         ("/health", Method::GET) => {
             // The layout of every provider is the admin's to see; load balancers only

@@ -1,4 +1,6 @@
-//! `GET /metrics`: refresh the scrape-time gauges from the live snapshot, then encode.
+//! `GET /metrics`: refresh the scrape-time gauges from the live snapshot, then encode
+//! in the format the scraper asked for: OpenMetrics when its `Accept` names it (as
+//! Prometheus does), the classic text format otherwise (promtool, curl, agents).
 
 use http::{HeaderValue, Response, header};
 
@@ -7,7 +9,8 @@ use crate::gateway::Snapshot;
 use crate::health::{CircuitView, now_ms};
 use crate::metrics::{BackendLabels, PluginLabels, WeightLabels};
 
-pub fn metrics(snapshot: &Snapshot) -> Response<BerryBody> {
+pub fn metrics(snapshot: &Snapshot, accept: Option<&HeaderValue>) -> Response<BerryBody> {
+    let openmetrics = accept.and_then(|a| a.to_str().ok()).is_some_and(asks_for_openmetrics);
     let m = &snapshot.metrics;
     let text = {
         let _one_scrape_at_a_time = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
@@ -54,12 +57,38 @@ pub fn metrics(snapshot: &Snapshot) -> Response<BerryBody> {
             m.ledger_dropped.set(s.dropped.load(Relaxed) as i64);
             m.ledger_write_failures.set(s.write_failures.load(Relaxed) as i64);
         }
-        m.encode()
+        m.encode(openmetrics)
     };
     let mut response = Response::new(full(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// Whether an `Accept` header lists OpenMetrics with a non-zero quality.
+fn asks_for_openmetrics(accept: &str) -> bool {
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()) == Some(0.0));
+        media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_openmetrics;
+
+    #[test]
+    fn prometheus_gets_openmetrics_and_everyone_else_classic_text() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(asks_for_openmetrics(prometheus));
+        assert!(!asks_for_openmetrics("text/plain;version=0.0.4"));
+        assert!(!asks_for_openmetrics("*/*"));
+        assert!(!asks_for_openmetrics("application/openmetrics-text;q=0"));
+    }
 }
