@@ -231,6 +231,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let fleet = gateway.cluster.clone();
     let ledger = gateway.accounting.ledger.clone();
+    let tracer = gateway.tracer.clone();
     let stopped = berry::server::serve(listener, gateway, shutdown, force).await;
     if let Some(cluster) = fleet {
         cluster.leave().await;
@@ -240,6 +241,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         && !tokio::task::spawn_blocking(move || ledger.flush(std::time::Duration::from_secs(10))).await.unwrap_or(false)
     {
         tracing::warn!("the usage ledger could not be flushed in 10 s; the last records may be missing");
+    }
+    if let Some(tracer) = tracer {
+        tracer.shutdown(std::time::Duration::from_secs(5)).await;
     }
     tracing::info!(?stopped, "berry stopped");
     if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS }

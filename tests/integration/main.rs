@@ -23,6 +23,7 @@ mod relay;
 mod reload;
 mod routing;
 mod sandbox;
+mod tracing;
 mod scale;
 mod smart_ai;
 mod uploads;

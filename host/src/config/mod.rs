@@ -57,6 +57,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[cluster]`: shared state through Redis. Read at start.
     pub cluster: Option<ClusterSettings>,
+    /// `[telemetry]` with the `OTEL_*` environment: where traces go. Read at start.
+    pub telemetry: TelemetrySettings,
     /// Where the file was read from; relative plugin paths resolve against its folder.
     pub source: Option<PathBuf>,
     /// Things that load but deserve the operator's attention (keys from berry-api
@@ -125,6 +127,17 @@ pub struct Settings {
     pub usage_retention: Duration,
     /// `[settings.smart_ai]` as the JSON object handed to the smart_ai plugin.
     pub smart_ai_json: String,
+}
+
+/// `[telemetry]`, validated, with the standard `OTEL_*` variables filling in what
+/// the file does not say (the file wins).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// The OTLP/HTTP traces URL; `None`: no export (traceparent is still passed on).
+    pub otlp_traces_url: Option<String>,
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    pub queue_size: usize,
 }
 
 /// `[cluster]`, validated.

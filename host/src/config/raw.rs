@@ -23,6 +23,21 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// Replicas sharing state through Redis; absent: one node.
     pub cluster: Option<RawCluster>,
+    /// Trace export (OpenTelemetry, OTLP/HTTP); absent: the `OTEL_*` environment.
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is appended), or the full
+    /// traces URL. Empty: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Share of traces sampled (0 … 1), for requests whose caller did not decide.
+    pub sampling_ratio: Option<f64>,
+    pub service_name: Option<String>,
+    /// Finished spans waiting for export, at most (beyond: dropped and counted).
+    pub queue_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawUser};
+use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawTelemetry, RawUser};
 use super::{
     AuthSettings, Backend, BackendType, BillingMode, Budget, ClusterSettings, Config, ConfigError, Model,
-    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, RateLimit, Secret, Settings, User,
+    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, RateLimit, Secret, Settings, TelemetrySettings,
+    User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -132,6 +133,7 @@ impl Validator<'_> {
         self.serves_someone(&models, &users, &policy);
         self.hung_backends_can_fail_over(&settings, &providers);
         let cluster = raw.cluster.map(|c| self.cluster(c));
+        let telemetry = self.telemetry(raw.telemetry, &|name| std::env::var(name).ok());
         Config {
             settings,
             providers,
@@ -140,6 +142,7 @@ impl Validator<'_> {
             plugins,
             auth: AuthSettings { policy, config_json: auth_config, cache_ttl },
             cluster,
+            telemetry,
             source: None,
             warnings: Vec::new(),
         }
@@ -249,6 +252,48 @@ impl Validator<'_> {
             sync_interval: Duration::from_millis(sync_ms),
             replica_name,
         }
+    }
+
+    /// `env` reads the environment (a parameter so tests need not set variables).
+    fn telemetry(&mut self, raw: Option<RawTelemetry>, env: &dyn Fn(&str) -> Option<String>) -> TelemetrySettings {
+        let p = "telemetry";
+        let raw = raw.unwrap_or(RawTelemetry { otlp_endpoint: None, sampling_ratio: None, service_name: None, queue_size: None });
+        let env = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        // The signal's own URL is used as is; a base URL gets `/v1/traces` (OTLP/HTTP).
+        let url = match raw.otlp_endpoint {
+            Some(e) => Some(self.interpolate(&format!("{p}.otlp_endpoint"), &e, true)).filter(|e| !e.is_empty()),
+            None if disabled => None,
+            None => env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")),
+        };
+        let url = url.map(|u| {
+            let u = u.trim_end_matches('/').to_string();
+            if u.ends_with("/v1/traces") { u } else { format!("{u}/v1/traces") }
+        });
+        if let Some(u) = &url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            self.error(&format!("{p}.otlp_endpoint"), "must be an http:// or https:// URL (OTLP over HTTP)");
+        }
+        let env_ratio = || {
+            let sampler = env("OTEL_TRACES_SAMPLER").unwrap_or_default();
+            match sampler.as_str() {
+                "always_off" | "parentbased_always_off" => Some(0.0),
+                "always_on" | "parentbased_always_on" => Some(1.0),
+                _ => env("OTEL_TRACES_SAMPLER_ARG").and_then(|v| v.parse().ok()),
+            }
+        };
+        let sampling_ratio = raw.sampling_ratio.or_else(env_ratio).unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sampling_ratio) {
+            self.error(&format!("{p}.sampling_ratio"), "must be between 0 and 1");
+        }
+        let service_name = raw.service_name.or_else(|| env("OTEL_SERVICE_NAME")).unwrap_or_else(|| "berry".into());
+        let queue_size = raw.queue_size.unwrap_or(4096);
+        if !(1..=1 << 20).contains(&queue_size) {
+            self.error(&format!("{p}.queue_size"), "must be between 1 and 1048576");
+        }
+        TelemetrySettings { otlp_traces_url: url, sampling_ratio, service_name, queue_size }
     }
 
     fn settings(&mut self, raw: RawSettings) -> Settings {

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The usage ledger (`settings.usage_db` at start) and budgets.
     pub accounting: Arc<crate::usage::Accounting>,
+    /// Trace export (`[telemetry]` at start), when configured.
+    pub tracer: Option<Arc<crate::telemetry::trace::Tracer>>,
     pub signals: Signals,
     /// The address the server listens on, once known: a reload must not bring a
     /// config that may not be served there (`Config::exposure_error`).
@@ -81,6 +83,7 @@ impl Gateway {
             config.settings.usage_retention,
         )?);
         let signals = Signals::default();
+        let tracer = crate::telemetry::trace::Tracer::start(&config.telemetry, metrics.spans_dropped.clone())?;
         let shared = Shared {
             uploaded: &HashMap::new(),
             versions: &versions,
@@ -89,6 +92,7 @@ impl Gateway {
             signals: &signals,
             cluster: &cluster,
             accounting: &accounting,
+            tracer: &tracer,
         };
         let snapshot = Self::prepare_in(&config, &health, &resolved, &shared, None)?;
         let gateway = Arc::new(Gateway {
@@ -104,6 +108,7 @@ impl Gateway {
             limiter,
             cluster,
             accounting,
+            tracer,
             signals,
             listen: Mutex::new(None),
         });
@@ -210,6 +215,9 @@ impl Gateway {
         if serving.config.cluster != config.cluster {
             tracing::warn!("[cluster] changed: the new settings take effect at the next restart");
         }
+        if serving.config.telemetry != config.telemetry {
+            tracing::warn!("[telemetry] changed: trace export changes at the next restart");
+        }
         if serving.config.settings.usage_db != config.settings.usage_db {
             tracing::warn!("settings.usage_db changed: the new file is used from the next restart");
         }
@@ -235,6 +243,7 @@ impl Gateway {
                 signals: &this.signals,
                 cluster: &this.cluster,
                 accounting: &this.accounting,
+                tracer: &this.tracer,
             };
             Self::prepare_in(&config, &this.health, &mocks, &shared, Some(&previous))
         })

@@ -178,6 +178,11 @@ impl BackendSeries {
         }
     }
 
+    /// `gen_ai.provider.name` and `server.address` of this backend.
+    pub fn genai_names(&self) -> (&'static str, &str) {
+        (self.provider_name, &self.server_address)
+    }
+
     /// Attempts on this backend for this route since start, by outcome (for the
     /// status page: read from the metric family, so a reload does not reset them).
     pub fn attempt_counts(&self, metrics: &Metrics) -> [u64; Outcome::COUNT] {

@@ -27,6 +27,7 @@ pub struct Shared<'a> {
     pub signals: &'a super::Signals,
     pub cluster: &'a Option<Arc<crate::cluster::Cluster>>,
     pub accounting: &'a Arc<crate::usage::Accounting>,
+    pub tracer: &'a Option<Arc<crate::telemetry::trace::Tracer>>,
 }
 
 pub struct Snapshot {
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The usage ledger and the budgets' counters, shared by every snapshot.
     pub accounting: Arc<crate::usage::Accounting>,
+    /// Trace export, when configured (shared by every snapshot).
+    pub tracer: Option<Arc<crate::telemetry::trace::Tracer>>,
     /// The budgets and token limits of the users that have any, by user id.
     pub budgets: HashMap<String, crate::config::Budget>,
     /// The request-body bytes buffered at once (`max_buffered_body_bytes`, and per user).
@@ -163,6 +166,7 @@ impl Snapshot {
             limiter: shared.limiter.clone(),
             cluster: shared.cluster.clone(),
             accounting: shared.accounting.clone(),
+            tracer: shared.tracer.clone(),
             budgets: config.users.iter().filter(|u| u.budget.is_set()).map(|u| (u.key.clone(), u.budget)).collect(),
             body_budget,
             closing: shared.signals.closing.clone(),

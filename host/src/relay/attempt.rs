@@ -22,8 +22,9 @@ const MAX_UPSTREAM_BODY: usize = 64 << 20;
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 pub enum Attempt {
-    /// A complete answer for the client, with the token usage it reported.
-    Answer(Response<BerryBody>, Outcome, Option<Usage>),
+    /// A complete answer for the client, with the token usage it reported and (when
+    /// asked: [`Reply::read_model`]) the model it names.
+    Answer(Response<BerryBody>, Outcome, Option<Usage>, Option<String>),
     /// A stream whose first bytes arrived: from here on it is passed on.
     Stream(Started),
     /// Failed before anything reached the client: try the next backend. A rate
@@ -53,6 +54,8 @@ pub struct Reply<'a> {
     pub dialect: Dialect,
     /// Keeps the configuration's secrets out of the provider's failures.
     pub redactor: &'a crate::redact::Redactor,
+    /// Read the model a successful answer names (for a recorded trace span).
+    pub read_model: bool,
 }
 
 /// A non-streaming attempt: the whole exchange (connect, headers, body) must finish
@@ -160,9 +163,11 @@ fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attem
     let native = reply.plan.is_native();
     if status.is_success() {
         let usage = usage::of_json(&bytes);
+        let model = if reply.read_model { usage::response_model(&bytes) } else { None };
         return match reply.plan.answer(bytes, reply.adapter, reply.model) {
             Ok(body) => {
-                Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::Success, usage)
+                let response = passthrough(status, &parts.headers, body, native, reply);
+                Attempt::Answer(response, Outcome::Success, usage, model)
             }
             Err(e) => Attempt::Retry(ErrorClass::Server, format!("the provider's answer could not be read: {e}"), None),
         };
@@ -176,7 +181,7 @@ fn judge(parts: http::response::Parts, bytes: Bytes, reply: &Reply<'_>) -> Attem
         None if status.is_client_error() => {
             let body = reply.plan.client_error(status.as_u16(), bytes, reply.adapter, reply.dialect);
             let body = reply.redactor.bytes(body);
-            Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::ClientError, None)
+            Attempt::Answer(passthrough(status, &parts.headers, body, native, reply), Outcome::ClientError, None, None)
         }
         None => Attempt::Retry(ErrorClass::Server, format!("upstream answered {}", status.as_u16()), None),
     }

@@ -38,6 +38,7 @@ use crate::metrics::genai::Operation;
 use crate::plugin::strategy::wit;
 use crate::server::body::BerryBody;
 use crate::server::context::RequestLog;
+use crate::telemetry::trace::AttemptStart;
 
 /// Longest upstream `Retry-After` the walk waits out itself.
 const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(2);
@@ -90,6 +91,8 @@ struct Walk<'a> {
     unsupported: bool,
     /// Why the request could not be put into a backend's format, if it could not.
     untranslatable: Option<String>,
+    /// The host's failover order replaced the strategy's ranking.
+    fallback: bool,
 }
 
 pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, GatewayError> {
@@ -104,6 +107,9 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         Some(i) => vec![i],
         None => select(snapshot, route, &request, &states, log),
     };
+    // `select` names the reason when it fell back to the host's order.
+    let fallback = log.error;
+    log.trace.routed(route.strategy.name(), fallback);
     if order.is_empty() {
         return Err(GatewayError::no_backend(&route.name));
     }
@@ -129,6 +135,7 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         client_http2: req.client_http2,
         unsupported: false,
         untranslatable: None,
+        fallback: fallback.is_some(),
     };
     for index in order {
         if walk.attempts >= max_attempts || walk.out_of_time {
@@ -243,6 +250,18 @@ impl<'a> Walk<'a> {
             }
         }
         self.attempts += 1;
+        let (provider_name, server_address) = backend.series.genai_names();
+        let start = AttemptStart {
+            operation: Operation::of(self.endpoint).map_or("count_tokens", Operation::as_str),
+            provider_name,
+            request_model: &backend.config.model,
+            server_address,
+            backend: &backend.label,
+            number: self.attempts,
+            strategy: route.strategy.name(),
+            fallback: self.fallback,
+        };
+        self.log.trace.attempt(start, upstream.headers_mut());
         self.any_healthy_tried |= self.states.get(index as usize).is_some_and(|s| s.healthy);
         self.log.backend = Some(backend.label.clone());
         self.log.backend_index = Some(index);
@@ -254,6 +273,7 @@ impl<'a> Walk<'a> {
             include_usage: self.body.include_usage,
             dialect: self.endpoint.dialect(),
             redactor: &snapshot.redactor,
+            read_model: self.log.trace.wants_model(),
         };
         let in_flight = backend.health.start();
         let started = Instant::now();
@@ -269,7 +289,9 @@ impl<'a> Walk<'a> {
         let operation = Operation::of(self.endpoint);
         let attempted = |outcome| Attempted { outcome, latency_ms, duration: elapsed, operation };
         match attempt {
-            Attempt::Answer(response, outcome, usage) => {
+            Attempt::Answer(response, outcome, usage, model) => {
+                self.log.trace.set_response_model(model);
+                self.log.trace.end_attempt(outcome, usage);
                 route.record(index, outcome, latency_ms, &self.request, &snapshot.policy);
                 backend.series.attempted(&snapshot.metrics, &attempted(outcome));
                 count_retries(snapshot, route, self.attempts);
@@ -283,6 +305,9 @@ impl<'a> Walk<'a> {
             Attempt::Stream(Started { parts, first, rest, translator, usage }) => {
                 count_retries(snapshot, route, self.attempts);
                 backend.series.first_chunk(&snapshot.metrics, operation, elapsed);
+                if let Some(first) = &first {
+                    self.log.trace.answered(first);
+                }
                 let first_byte = self.log.started.elapsed();
                 route.series.first_byte_seconds(&snapshot.metrics, &route.name).observe(first_byte.as_secs_f64());
                 self.log.first_byte_ms = Some(first_byte.as_secs_f64() * 1000.0);
@@ -315,6 +340,7 @@ impl<'a> Walk<'a> {
             }
             Attempt::Retry(class, description, retry_after) => {
                 let description = snapshot.redactor.text(&description).into_owned();
+                self.log.trace.end_attempt(Outcome::Failure(class), None);
                 route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
                 backend.series.attempted(&snapshot.metrics, &attempted(Outcome::Failure(class)));
                 tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");

@@ -37,6 +37,21 @@ struct GeminiCounts {
     thoughts_token_count: Option<u64>,
 }
 
+/// The model an answer (or a stream's first event) names: OpenAI's and Anthropic's
+/// `model`, Gemini's `modelVersion`; read from the first 4 KiB only (it comes early).
+pub fn response_model(bytes: &[u8]) -> Option<String> {
+    let head = &bytes[..bytes.len().min(4096)];
+    for key in [&b"\"model\""[..], b"\"modelVersion\""] {
+        let Some(at) = memchr::memmem::find(head, key) else { continue };
+        let rest = head[at + key.len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<String>();
+        if let Some(Ok(model)) = values.next() {
+            return Some(model);
+        }
+    }
+    None
+}
+
 /// Tokens as the provider reported them. `prompt_tokens` is the provider's own input
 /// count (OpenAI's includes cached input, Anthropic's does not: its cache reads are
 /// `cached_tokens` alone).
@@ -207,5 +222,17 @@ mod tests {
         assert_eq!(of_json(quoted), Some(Usage { prompt_tokens: 1, completion_tokens: 2, ..Usage::default() }));
         assert_eq!(of_json(br#"{"usage":null}"#), None);
         assert_eq!(of_json(br#"{"choices":[]}"#), None);
+    }
+
+    #[test]
+    fn the_answering_model_is_read_from_the_head_of_an_answer_or_event() {
+        let chat = br#"{"id":"x","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[]}"#;
+        assert_eq!(super::response_model(chat).as_deref(), Some("gpt-4o-2024-08-06"));
+        let sse = b"data: {\"id\":\"x\",\"model\" : \"m\\u0031\"}\n\n";
+        assert_eq!(super::response_model(sse).as_deref(), Some("m1"));
+        let gemini = br#"{"candidates":[],"modelVersion":"gemini-2.0-flash"}"#;
+        assert_eq!(super::response_model(gemini).as_deref(), Some("gemini-2.0-flash"));
+        assert_eq!(super::response_model(br#"{"model":5}"#), None);
+        assert_eq!(super::response_model(b"nothing"), None);
     }
 }

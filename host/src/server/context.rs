@@ -54,6 +54,8 @@ pub struct RequestLog {
     pub reservation: Option<crate::usage::Reservation>,
     /// Where the request is recorded (relayed requests of known callers).
     pub accounting: Option<Arc<crate::usage::Accounting>>,
+    /// Its trace context and spans (relayed requests).
+    pub trace: crate::telemetry::trace::RequestTrace,
     metrics: Arc<Metrics>,
     counted: bool,
     emitted: bool,
@@ -90,6 +92,7 @@ impl RequestLog {
             usage: None,
             reservation: None,
             accounting: None,
+            trace: Default::default(),
             metrics,
             counted: false,
             emitted: false,
@@ -179,6 +182,7 @@ impl RequestLog {
             usage: self.usage,
             reservation: self.reservation.take(),
             accounting: self.accounting.clone(),
+            trace: std::mem::take(&mut self.trace),
             metrics: self.metrics.clone(),
             counted: true,
             emitted: false,
@@ -191,6 +195,13 @@ impl RequestLog {
             return;
         }
         self.account(status);
+        self.trace.end(crate::telemetry::trace::RequestEnd {
+            status,
+            attempts: self.attempts,
+            backend: self.backend.as_deref(),
+            error: self.error,
+            usage: self.usage,
+        });
         let line = crate::telemetry::RequestLine {
             request_id: self.request_id.to_str().unwrap_or("-"),
             client: self.client,

@@ -11,6 +11,7 @@
 
 pub mod clean;
 mod line;
+pub mod trace;
 mod sink;
 
 use std::io::IsTerminal;
