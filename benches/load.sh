@@ -9,20 +9,24 @@
 #                                   # redis-server) against one node without it
 #   benches/load.sh --ledger        # only: the usage ledger on against off, and the
 #                                   # writer's backlog under sustained full load
+#   benches/load.sh --otel          # only: trace export on (sampling 1.0, to a local
+#                                   # OTLP sink) against off; BASELINE_BIN=<berry
+#                                   # binary> adds an older build as a third target
 #
 # Needs wrk (Debian: apt-get install wrk); --cluster also redis-server. Builds berry and the bench tools with
 # --release. Writes target/bench/table.md and the raw results next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0
+rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0 otel=0
 for arg in "$@"; do
   case $arg in
     --quick) rounds=3 secs=2 stream_secs=4 streams=200 many_streams=1000 ;;
     --write) write=1 ;;
     --cluster) cluster=1 ;;
     --ledger) ledger=1 ;;
-    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster] [--ledger]" >&2; exit 2 ;;
+    --otel) otel=1 ;;
+    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster] [--ledger] [--otel]" >&2; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -263,6 +267,92 @@ if [ "$ledger" = 1 ]; then
   } > "$out/ledger.md"
   cat "$out/ledger.md"
   if [ "$write" = 1 ]; then python3 benches/put_table.py ledger-table "$out/ledger.md"; fi
+  exit 0
+fi
+
+# --- trace export on vs off (--otel): the bench config without [telemetry] (every
+# upstream request still carries a traceparent) and with export to a local OTLP/HTTP
+# sink at sampling 1.0 (two spans per request); optionally an older build. ---------
+if [ "$otel" = 1 ]; then
+  # The sink: answers every POST with 200 and counts what it was sent.
+  python3 - > "$tmp/sink.log" 2>&1 <<'PY' &
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(f"listening on http://127.0.0.1:{s.server_address[1]}", flush=True)
+s.serve_forever()
+PY
+  pid[sink]=$!
+  sink=$(wait_for "$tmp/sink.log" "listening on http://")
+  cp "$tmp/berry.toml" "$tmp/off.toml"
+  { cat "$tmp/berry.toml"; printf '\n[telemetry]\notlp_endpoint = "http://%s"\nsampling_ratio = 1.0\n' "$sink"; } > "$tmp/on.toml"
+  targets=(off on)
+  cp "$tmp/off.toml" "$tmp/base.toml"
+  for t in off on base; do
+    if [ "$t" = base ]; then
+      [ -n "${BASELINE_BIN:-}" ] || continue
+      RUST_LOG=info "$BASELINE_BIN" serve --config "$tmp/base.toml" --listen 127.0.0.1:0 > "$tmp/$t.log" 2>&1 &
+      targets+=(base)
+    else
+      RUST_LOG=info "$bin/berry" serve --config "$tmp/$t.toml" --listen 127.0.0.1:0 > "$tmp/$t.log" 2>&1 &
+    fi
+    pid[$t]=$!
+    url[$t]="http://$(wait_for "$tmp/$t.log" "listening on http://")/v1/chat/completions"
+  done
+  echo "== trace export on vs off: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
+  for t in "${targets[@]}"; do wrk_run "$t" 8 1 > /dev/null; done
+  declare -A o_cpu o_rps o_p50 o_p99
+  for conns in 1 32; do
+    for round in $(seq "$rounds"); do
+      for t in "${targets[@]}"; do
+        before=$(cpu_ticks "${pid[$t]}")
+        r=$(wrk_run "$t" "$conns" "$secs")
+        after=$(cpu_ticks "${pid[$t]}")
+        echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
+        o_rps[$t,$conns]+=" $(json "$r" rps)"; o_p50[$t,$conns]+=" $(json "$r" p50_us)"; o_p99[$t,$conns]+=" $(json "$r" p99_us)"
+        o_cpu[$t,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+      done
+    done
+  done
+  dropped=$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[on]%/v1/chat/completions}/metrics" \
+    | awk '$1 == "berry_trace_spans_dropped_total" {print $2}')
+  m() { python3 -c "print(round($(median ${1}), 1))"; }
+  {
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --otel\`: the bench config, one log line per request to a file; export on = \`[telemetry]\` to a local OTLP/HTTP sink, sampling 1.0 (a request span and an attempt span per request); medians of $rounds alternating rounds."
+    echo
+    header="| connections | measure | export off | export on | on / off | target | met |"
+    [ -n "${BASELINE_BIN:-}" ] && header+=" before tracing (older build) | off / before |"
+    echo "$header"
+    [ -n "${BASELINE_BIN:-}" ] && echo "|---|---|---:|---:|---:|---|:-:|---:|---:|" || echo "|---|---|---:|---:|---:|---|:-:|"
+    for c in 1 32; do
+      for measure in cpu p50 p99 rps; do
+        case $measure in
+          cpu) name="Berry CPU per request (µs)"; target="≤ 1.10×" ;;
+          p50) name="latency p50 (µs)"; target="" ;;
+          p99) name="latency p99 (µs)"; target="" ;;
+          rps) name="throughput (req/s)"; target="" ;;
+        esac
+        declare -n series="o_$measure"
+        off=$(m "${series[off,$c]}"); on=$(m "${series[on,$c]}")
+        met=""; [ "$measure" = cpu ] && met=$(check "$on <= 1.10 * $off")
+        line="| $c | $name | $off | $on | $(ratio "$on" "$off") | $target | $met |"
+        if [ -n "${BASELINE_BIN:-}" ]; then
+          base=$(m "${series[base,$c]}"); line+=" $base | $(ratio "$off" "$base") |"
+        fi
+        echo "$line"
+        unset -n series
+      done
+    done
+    echo
+    echo "Spans dropped by the exporter during the run: ${dropped:-0}."
+  } > "$out/otel.md"
+  cat "$out/otel.md"
+  if [ "$write" = 1 ]; then python3 benches/put_table.py otel-table "$out/otel.md"; fi
   exit 0
 fi
 

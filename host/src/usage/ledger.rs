@@ -109,7 +109,27 @@ impl Ledger {
 
 /// A connection as the ledger wants it: WAL, a busy timeout (readers and a second
 /// gateway on the same file wait instead of failing), the schema in place.
+///
+/// Some lock conflicts skip SQLite's busy handler (the switch to WAL, or a schema
+/// change racing another process's on a new file — seen when several gateways and
+/// `check-config` start at once on a fresh machine): those are retried here, for
+/// as long as the busy timeout.
 pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match try_connect(path) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(..20)));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
@@ -244,5 +264,27 @@ fn prune(connection: &Connection, retention: Duration) {
     let before = crate::health::now_ms().saturating_sub(retention.as_millis() as u64);
     if let Err(e) = connection.execute("DELETE FROM requests WHERE time_ms < ?1", params![before as i64]) {
         tracing::warn!(error = %e, "pruning old usage records failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gateways_opening_a_new_ledger_at_once_all_get_it() {
+        // A fresh machine: several processes (check-config, serve) create the default
+        // ledger at the same moment; the switch to WAL must wait, not fail.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.path().join("usage.db");
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || super::connect(&path).map(|_| ()).map_err(|e| e.to_string()))
+                })
+                .collect();
+            for t in threads {
+                assert_eq!(t.join().expect("thread"), Ok(()));
+            }
+        }
     }
 }
