@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use berry::health::now_ms;
-use berry::relay::stream::{Finish, Relay, relay_stream};
+use berry::relay::stream::{Finish, Relay, Upstream, relay_stream};
 use berry::server::context::RequestLog;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -45,7 +45,11 @@ fn sse(c: &mut Criterion) {
                     0,
                     route.request(true, &[], now_ms()),
                     snapshot.policy,
-                    3.0,
+                    Upstream {
+                        first_byte_ms: 3.0,
+                        started: std::time::Instant::now(),
+                        operation: Some(berry::metrics::genai::Operation::Chat),
+                    },
                     route.backends[0].health.start(),
                     RequestLog::new(
                         http::HeaderValue::from_static("req_bench"),

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{Context, Result, anyhow, bail};
+
 use berry::config::Config;
 use berry::gateway::Gateway;
 use berry::mock::{FailMode, MockServer, MockSettings};
@@ -126,19 +128,21 @@ struct MockArgs {
 
 fn main() -> ExitCode {
     berry::telemetry::init();
-    let code = run();
+    // Every command's failure is one `anyhow::Error`, printed here with its causes.
+    let code = run().unwrap_or_else(|e| {
+        report(&e);
+        ExitCode::FAILURE
+    });
     // Log lines are written out in batches: the last ones before exit too.
     berry::telemetry::flush();
     code
 }
 
-fn run() -> ExitCode {
+fn run() -> Result<ExitCode> {
     berry::plugin::set_cache_dir(cache_dir());
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     match cli.command {
         None => runtime.block_on(serve(cli.serve)),
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
@@ -155,10 +159,11 @@ fn run() -> ExitCode {
     }
 }
 
+/// `berry: what failed: why` (each cause after a colon; a multi-line cause, such as
+/// a config's list of errors, on its own lines).
 #[allow(clippy::print_stderr, reason = "CLI error output")]
-fn fail(message: &str) -> ExitCode {
-    eprintln!("berry: {message}");
-    ExitCode::FAILURE
+fn report(e: &anyhow::Error) {
+    eprintln!("berry: {e:#}");
 }
 
 /// Where compiled plugins are cached between runs: `$BERRY_CACHE_DIR`, else the XDG
@@ -181,19 +186,16 @@ fn config_path(args: &ServeArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("config/berry.toml"))
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
     let path = config_path(&args);
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("invalid config {}:\n{e}", path.display())),
-    };
+    let config = Config::load(&path).map_err(|e| anyhow!("invalid config {}:\n{e}", path.display()))?;
     let listen = args
         .listen
         .or_else(|| std::env::var("BIND_ADDRESS").ok())
         .or_else(|| config.settings.listen.clone())
         .unwrap_or_else(|| "0.0.0.0:8080".to_string());
     if let Some(e) = config.exposure_error(&listen) {
-        return fail(&format!("refusing to serve {}:\n{e}", path.display()));
+        bail!("refusing to serve {}:\n{e}", path.display());
     }
     config.log_warnings();
     let max_connections = u64::from(config.settings.max_connections);
@@ -207,14 +209,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
         ),
         _ => {}
     }
-    let gateway = match Gateway::start(config).await {
-        Ok(g) => g,
-        Err(e) => return fail(&e),
-    };
-    let listener = match tokio::net::TcpListener::bind(&listen).await {
-        Ok(l) => l,
-        Err(e) => return fail(&format!("cannot listen on {listen}: {e}")),
-    };
+    let gateway = Gateway::start(config).await.map_err(|e| anyhow!(e))?;
+    let listener =
+        tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     gateway.set_listen_address(&listen);
     gateway.join_fleet().await;
     gateway.watch_files();
@@ -246,21 +243,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tracer.shutdown(std::time::Duration::from_secs(5)).await;
     }
     tracing::info!(?stopped, "berry stopped");
-    if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    Ok(if stopped == berry::server::Stopped::Forced { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]
-fn usage(db: Option<PathBuf>, since: &str, by: &str, config: Option<PathBuf>) -> ExitCode {
+fn usage(db: Option<PathBuf>, since: &str, by: &str, config: Option<PathBuf>) -> Result<ExitCode> {
     use berry::usage::query;
-    let Some(window) = query::parse_since(since) else {
-        return fail(&format!("--since {since:?}: write a number and a unit: 30m, 12h, 7d"));
-    };
+    let window = query::parse_since(since)
+        .with_context(|| format!("--since {since:?}: write a number and a unit: 30m, 12h, 7d"))?;
     let mut keys = Vec::new();
     for name in by.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        match query::Key::parse(name) {
-            Some(k) => keys.push(k),
-            None => return fail(&format!("--by: {name:?} is not one of user, model, backend, day")),
-        }
+        let key = query::Key::parse(name)
+            .with_context(|| format!("--by: {name:?} is not one of user, model, backend, day"))?;
+        keys.push(key);
     }
     let path = match db {
         Some(path) => path,
@@ -268,26 +263,22 @@ fn usage(db: Option<PathBuf>, since: &str, by: &str, config: Option<PathBuf>) ->
             let config = config
                 .or_else(|| std::env::var_os("CONFIG_PATH").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("config/berry.toml"));
-            match Config::load(&config) {
-                Ok(c) => match c.settings.usage_db {
-                    Some(path) => path,
-                    None => return fail(&format!("{}: the usage ledger is off (usage_db = \"\")", config.display())),
-                },
-                Err(e) => return fail(&format!("{} is invalid (or pass --db):\n{e}", config.display())),
-            }
+            let loaded =
+                Config::load(&config).map_err(|e| anyhow!("{} is invalid (or pass --db):\n{e}", config.display()))?;
+            loaded
+                .settings
+                .usage_db
+                .with_context(|| format!("{}: the usage ledger is off (usage_db = \"\")", config.display()))?
         }
     };
     if !path.exists() {
-        return fail(&format!("{}: no usage ledger there", path.display()));
+        bail!("{}: no usage ledger there", path.display());
     }
     let now = berry::health::now_ms();
-    match query::summary(&path, now.saturating_sub(window), now + 1, &keys) {
-        Ok(rows) => {
-            print!("{}", query::table(&rows, &keys));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&format!("reading {}: {e}", path.display())),
-    }
+    let rows = query::summary(&path, now.saturating_sub(window), now + 1, &keys)
+        .with_context(|| format!("reading {}", path.display()))?;
+    print!("{}", query::table(&rows, &keys));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `SIGHUP` reloads the config file (prepare → swap; a bad file changes nothing).
@@ -344,11 +335,8 @@ async fn shutdown_signal() {
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]
-async fn check_config(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
-        Ok(c) => c,
-        Err(e) => return fail(&format!("{} is invalid:\n{e}", path.display())),
-    };
+async fn check_config(path: PathBuf) -> Result<ExitCode> {
+    let config = Config::load(&path).map_err(|e| anyhow!("{} is invalid:\n{e}", path.display()))?;
     // Build the whole gateway state (plugins compiled, configured and smoke-called)
     // without listening: the same checks a start or reload runs.
     let models = config.models.len();
@@ -357,60 +345,46 @@ async fn check_config(path: PathBuf) -> ExitCode {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
-    match Gateway::start(config).await {
-        Ok(gateway) => {
-            println!("{}: OK ({models} models, {users} users)", path.display());
-            // Checked, not joined: a check announces no replica and takes no plugin.
-            if let Some(cluster) = &gateway.cluster {
-                match cluster.ping().await {
-                    Ok(()) => println!("cluster: Redis answers"),
-                    Err(e) => {
-                        println!("cluster: Redis does not answer ({e}); replicas would start under on_unavailable")
-                    }
-                }
-            }
-            ExitCode::SUCCESS
+    let gateway = Gateway::start(config).await.map_err(|e| anyhow!("{} is invalid:\n{e}", path.display()))?;
+    println!("{}: OK ({models} models, {users} users)", path.display());
+    // Checked, not joined: a check announces no replica and takes no plugin.
+    if let Some(cluster) = &gateway.cluster {
+        match cluster.ping().await {
+            Ok(()) => println!("cluster: Redis answers"),
+            Err(e) => println!("cluster: Redis does not answer ({e}); replicas would start under on_unavailable"),
         }
-        Err(e) => fail(&format!("{} is invalid:\n{e}", path.display())),
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]
-fn plugin_new(name: &str, kind: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> ExitCode {
+fn plugin_new(name: &str, kind: &str, dir: Option<PathBuf>, sdk_path: Option<PathBuf>) -> Result<ExitCode> {
     let kind = if kind == "auth" { berry::config::PluginKind::Auth } else { berry::config::PluginKind::Strategy };
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    match berry::sdk::scaffold::new_plugin(name, kind, &dir, sdk_path.as_deref()) {
-        Ok(files) => {
-            println!("created {} ({} files, the SDK included)", dir.display(), files.len());
-            println!(
-                "\nnext: rustup target add wasm32-wasip2   # once per machine\n      cd {} && cargo build --release",
-                dir.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+    let files = berry::sdk::scaffold::new_plugin(name, kind, &dir, sdk_path.as_deref()).map_err(|e| anyhow!(e))?;
+    println!("created {} ({} files, the SDK included)", dir.display(), files.len());
+    println!(
+        "\nnext: rustup target add wasm32-wasip2   # once per machine\n      cd {} && cargo build --release",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]
-fn plugin_sdk(out: &std::path::Path, force: bool) -> ExitCode {
-    match berry::sdk::export(out, force) {
-        Ok(files) => {
-            println!(
-                "wrote berry-plugin-sdk {} ({} files) to {}",
-                berry::plugin::version::WIT_VERSION,
-                files.len(),
-                out.display()
-            );
-            println!("depend on it with: berry-plugin-sdk = {{ path = {:?} }}", out.display().to_string());
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e),
-    }
+fn plugin_sdk(out: &std::path::Path, force: bool) -> Result<ExitCode> {
+    let files = berry::sdk::export(out, force).map_err(|e| anyhow!(e))?;
+    println!(
+        "wrote berry-plugin-sdk {} ({} files) to {}",
+        berry::plugin::version::WIT_VERSION,
+        files.len(),
+        out.display()
+    );
+    println!("depend on it with: berry-plugin-sdk = {{ path = {:?} }}", out.display().to_string());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[allow(clippy::print_stdout, reason = "CLI output")]
-async fn mock_provider(args: MockArgs) -> ExitCode {
+async fn mock_provider(args: MockArgs) -> Result<ExitCode> {
     let settings = MockSettings {
         name: args.name,
         latency_ms: args.latency_ms,
@@ -421,28 +395,22 @@ async fn mock_provider(args: MockArgs) -> ExitCode {
         stamp: args.stamp,
         ..MockSettings::default()
     };
-    let server = match MockServer::start(&format!("{}:{}", args.host, args.port), settings).await {
-        Ok(s) => s,
-        Err(e) => return fail(&format!("cannot start the mock provider: {e}")),
-    };
+    let server = MockServer::start(&format!("{}:{}", args.host, args.port), settings)
+        .await
+        .context("cannot start the mock provider")?;
     println!("mock provider listening on {}", server.base_url());
     shutdown_signal().await;
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `berry plugin test`: the report of every situation; exit 0 only when all passed.
 #[allow(clippy::print_stdout, reason = "CLI output")]
-async fn plugin_test(path: PathBuf, config: Option<PathBuf>, kind: Option<String>) -> ExitCode {
+async fn plugin_test(path: PathBuf, config: Option<PathBuf>, kind: Option<String>) -> Result<ExitCode> {
     let kind =
         kind.map(|k| if k == "auth" { berry::config::PluginKind::Auth } else { berry::config::PluginKind::Strategy });
     // Off the runtime's threads: the trial compiles and calls the plugin synchronously.
     let tried = tokio::task::spawn_blocking(move || berry::sdk::try_plugin::run(&path, config.as_deref(), kind)).await;
-    match tried {
-        Ok(Ok(report)) => {
-            print!("{}", report.render());
-            if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-        }
-        Ok(Err(e)) => fail(&e),
-        Err(e) => fail(&format!("the trial panicked: {e}")),
-    }
+    let report = tried.context("the trial panicked")?.map_err(|e| anyhow!(e))?;
+    print!("{}", report.render());
+    Ok(if report.clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

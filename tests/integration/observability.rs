@@ -51,7 +51,8 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_them() {
     for _ in 0..4 {
         assert_eq!(gw.chat(TOKEN, &chat_body("m")).await.status, 200);
     }
-    let streamed = serde_json::json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
+    let streamed =
+        serde_json::json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
     assert!(stream(&gw.url("/v1/chat/completions"), TOKEN, &streamed).await.text().contains("[DONE]"));
     assert_eq!(gw.chat(TOKEN, &chat_body("nope")).await.status, 404);
 
@@ -74,10 +75,7 @@ async fn metrics_negotiate_their_format_and_promtool_accepts_them() {
     let count = |name: &str, labels: &[(&str, &str)]| sum_samples(&text, name, labels);
     let chat = [("gen_ai_operation_name", "chat"), ("gen_ai_provider_name", "openai")];
     assert_eq!(count("gen_ai_client_operation_duration_seconds_count", &chat), 5.0, "{text}");
-    assert_eq!(
-        count("gen_ai_client_operation_duration_seconds_count", &[("gen_ai_request_model", "up-model")]),
-        5.0
-    );
+    assert_eq!(count("gen_ai_client_operation_duration_seconds_count", &[("gen_ai_request_model", "up-model")]), 5.0);
     assert_eq!(count("gen_ai_client_operation_time_to_first_chunk_seconds_count", &chat), 1.0, "{text}");
     // The stream did not ask for usage (no include_usage): four answers reported tokens.
     assert_eq!(count("gen_ai_client_token_usage_count", &[("gen_ai_token_type", "input")]), 4.0, "{text}");
@@ -158,7 +156,8 @@ async fn prometheus_scrapes_berry_with_the_shipped_config() {
 
 #[tokio::test]
 async fn every_answer_says_how_long_berry_itself_took() {
-    let slow = mock_with(berry::mock::MockSettings { name: "slow".into(), latency_ms: 300, ..Default::default() }).await;
+    let slow =
+        mock_with(berry::mock::MockSettings { name: "slow".into(), latency_ms: 300, ..Default::default() }).await;
     let gw = TestGateway::start(&config("round_robin", &[("slow", &slow)], &[], "")).await;
     let started = Instant::now();
     let reply = gw.chat(TOKEN, &chat_body("m")).await;
@@ -172,7 +171,8 @@ async fn every_answer_says_how_long_berry_itself_took() {
     let missing = gw.chat(TOKEN, &chat_body("nope")).await;
     assert_eq!(missing.status, 404);
     assert!(header(&missing, "x-berry-overhead-ms").parse::<f64>().is_ok(), "{:?}", missing.headers);
-    let streamed = serde_json::json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
+    let streamed =
+        serde_json::json!({ "model": "m", "stream": true, "messages": [{ "role": "user", "content": "hi" }] });
     let (status, _body) = open_stream(&gw.url("/v1/chat/completions"), TOKEN, &streamed).await;
     assert_eq!(status, 200);
 }
@@ -198,7 +198,8 @@ async fn the_status_page_counts_per_model_and_charts_the_last_hour() {
     let history = gw.get("/status/history.json", None).await.json();
     let m = &history["models"][0];
     assert_eq!(m["model"], "m");
-    let sum = |v: &serde_json::Value| v.as_array().expect("points").iter().map(|x| x.as_u64().unwrap_or(0)).sum::<u64>();
+    let sum =
+        |v: &serde_json::Value| v.as_array().expect("points").iter().map(|x| x.as_u64().unwrap_or(0)).sum::<u64>();
     assert_eq!(sum(&m["total"]["attempts"]), 12 + 9 + 3, "{m}");
     assert_eq!(sum(&m["total"]["failures"]), 3);
     assert_eq!(m["total"]["attempts"].as_array().map(Vec::len), Some(360), "one hour of 10 s slots");
@@ -235,11 +236,7 @@ async fn the_status_page_counts_per_model_and_charts_the_last_hour() {
     let counts = |html: &str, chart: &str| -> Vec<u64> {
         let start = html.find(&format!("data-chart=\"{chart}\"")).expect(chart);
         let end = html[start..].find("</svg>").expect("svg") + start;
-        html[start..end]
-            .split("data-count=\"")
-            .skip(1)
-            .filter_map(|s| s[..s.find('"')?].parse().ok())
-            .collect()
+        html[start..end].split("data-count=\"").skip(1).filter_map(|s| s[..s.find('"')?].parse().ok()).collect()
     };
     assert_eq!(counts(&m_html, "attempts").iter().sum::<u64>(), 24, "{m_html}");
     assert_eq!(counts(&m_html, "failures").iter().sum::<u64>(), 3, "{m_html}");

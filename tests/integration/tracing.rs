@@ -124,7 +124,10 @@ async fn traces_export_a_span_per_request_and_per_attempt_with_the_genai_attribu
     let (bad, good) = (mock("bad").await, mock("good").await);
     set(&bad, MockUpdate { fail: Some(FailMode::Status(500)), ..Default::default() });
     let mut toml = config("failover", &[("bad", &bad), ("good", &good)], &["priority = 1", "priority = 2"], "");
-    toml.push_str(&format!("\n[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"berry-under-test\"\n", receiver.url));
+    toml.push_str(&format!(
+        "\n[telemetry]\notlp_endpoint = \"{}\"\nservice_name = \"berry-under-test\"\n",
+        receiver.url
+    ));
     let gw = TestGateway::start(&toml).await;
 
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
@@ -197,8 +200,13 @@ async fn traces_export_a_span_per_request_and_per_attempt_with_the_genai_attribu
 async fn traceparent_reaches_the_provider_with_export_off() {
     let (bad, good) = (mock("bad").await, mock("good").await);
     set(&bad, MockUpdate { fail: Some(FailMode::Status(500)), ..Default::default() });
-    let gw = TestGateway::start(&config("failover", &[("bad", &bad), ("good", &good)], &["priority = 1", "priority = 2"], ""))
-        .await;
+    let gw = TestGateway::start(&config(
+        "failover",
+        &[("bad", &bad), ("good", &good)],
+        &["priority = 1", "priority = 2"],
+        "",
+    ))
+    .await;
     // The caller's context goes on unchanged: the provider's spans hang under the caller's.
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     assert_eq!(chat_traced(&gw, &chat_body("m"), Some(&traceparent)).await.status, 200);

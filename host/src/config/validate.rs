@@ -257,7 +257,12 @@ impl Validator<'_> {
     /// `env` reads the environment (a parameter so tests need not set variables).
     fn telemetry(&mut self, raw: Option<RawTelemetry>, env: &dyn Fn(&str) -> Option<String>) -> TelemetrySettings {
         let p = "telemetry";
-        let raw = raw.unwrap_or(RawTelemetry { otlp_endpoint: None, sampling_ratio: None, service_name: None, queue_size: None });
+        let raw = raw.unwrap_or(RawTelemetry {
+            otlp_endpoint: None,
+            sampling_ratio: None,
+            service_name: None,
+            queue_size: None,
+        });
         let env = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));

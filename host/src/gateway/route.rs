@@ -1,8 +1,8 @@
 //! A route: one client-facing model with its backends, bound to its strategy plugin,
 //! its providers and the shared health of each backend.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Uri;
 
@@ -59,15 +59,7 @@ impl RouteBackend {
                 Some(Target { plan, uri })
             })
             .collect();
-        RouteBackend {
-            config,
-            provider,
-            health,
-            label,
-            label_header,
-            targets,
-            series,
-        }
+        RouteBackend { config, provider, health, label, label_header, targets, series }
     }
 
     /// How a request for `endpoint` reaches this backend, or `None` when it cannot.

@@ -108,8 +108,13 @@ pub struct Attempted {
 
 impl BackendSeries {
     pub fn new(metrics: &Metrics, route: &str, backend: &Arc<str>, provider: &ProviderRuntime, model: &str) -> Self {
-        let server_address =
-            provider.spec.base_url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string)).unwrap_or_default();
+        let server_address = provider
+            .spec
+            .base_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+            .unwrap_or_default();
         BackendSeries {
             route: route.to_string(),
             backend: backend.clone(),
@@ -161,7 +166,9 @@ impl BackendSeries {
     /// The tokens an answer reported (`gen_ai_client_token_usage`).
     pub fn used(&self, metrics: &Metrics, op: Option<Operation>, usage: &Usage) {
         let Some(op) = op else { return };
-        for (i, (kind, n)) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)].into_iter().enumerate() {
+        for (i, (kind, n)) in
+            [("input", usage.prompt_tokens), ("output", usage.completion_tokens)].into_iter().enumerate()
+        {
             self.tokens[op as usize][i]
                 .get_or_init(|| {
                     let l = self.labels(op, "");

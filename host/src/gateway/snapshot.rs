@@ -127,11 +127,6 @@ impl Snapshot {
             }
         }
         route_order.sort_by_key(|(i, _)| *i);
-        let pairs = route_order
-            .iter()
-            .flat_map(|(_, r)| r.backends.iter().map(|b| (r.name.clone(), b.label.to_string())))
-            .collect();
-        shared.metrics.history.keep_only(&pairs);
 
         let users = wit_users(&config);
         let (compiled, limits, auth_config) = load_plugin(&config, &config.auth.policy, PluginKind::Auth, shared)?;
@@ -155,6 +150,13 @@ impl Snapshot {
             cooldown: settings.circuit_breaker_cooldown,
             successes_per_stage: settings.recovery_successes_per_stage,
         };
+        // The last hour of pairs this configuration no longer has is forgotten (only
+        // once nothing else can fail: a rejected config leaves history alone).
+        let pairs = route_order
+            .iter()
+            .flat_map(|(_, r)| r.backends.iter().map(|b| (r.name.clone(), b.label.to_string())))
+            .collect();
+        shared.metrics.history.keep_only(&pairs);
         Ok(Snapshot {
             routes,
             route_order: route_order.into_iter().map(|(_, r)| r).collect(),

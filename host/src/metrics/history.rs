@@ -125,7 +125,8 @@ fn upper_ms(i: usize) -> f64 {
 }
 
 fn bucket(latency_ms: f64) -> usize {
-    if !(latency_ms > 0.5) {
+    // NaN and anything up to the first bound land in the first bucket.
+    if latency_ms.is_nan() || latency_ms <= 0.5 {
         return 0;
     }
     // upper(i) = 0.5·2^(i/2) ≥ latency ⇔ i ≥ 2·log2(latency / 0.5).

@@ -48,13 +48,33 @@ pub async fn handle(
     response.headers_mut().insert(X_REQUEST_ID, id);
     let overhead = log.overhead_now();
     log.overhead = Some(overhead);
-    if let Ok(v) = http::HeaderValue::try_from(format!("{:.3}", overhead.as_secs_f64() * 1000.0)) {
-        response.headers_mut().insert(X_BERRY_OVERHEAD_MS, v);
-    }
+    response.headers_mut().insert(X_BERRY_OVERHEAD_MS, milliseconds(overhead));
     log.count(response.status().as_u16());
     // A stream took its own line (written when it ends); this writes nothing then.
     log.emit(response.status().as_u16());
     Ok(response)
+}
+
+/// `d` in milliseconds with three decimals ("0.087"), written without float
+/// formatting (it is on every answer).
+fn milliseconds(d: std::time::Duration) -> http::HeaderValue {
+    let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    let mut rest = micros;
+    for i in 0.. {
+        if i == 3 {
+            at -= 1;
+            digits[at] = b'.';
+        }
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 && i >= 3 {
+            break;
+        }
+    }
+    http::HeaderValue::from_bytes(&digits[at..]).unwrap_or(http::HeaderValue::from_static("0.000"))
 }
 
 async fn dispatch(
@@ -140,4 +160,16 @@ fn endpoint_of(path: &str) -> Option<Endpoint> {
         "/messages/count_tokens" => Endpoint::CountTokens,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overhead_is_written_in_milliseconds_with_three_decimals() {
+        let ms = |us| super::milliseconds(std::time::Duration::from_micros(us));
+        assert_eq!(ms(0), "0.000");
+        assert_eq!(ms(87), "0.087");
+        assert_eq!(ms(1_234), "1.234");
+        assert_eq!(ms(123_456_789), "123456.789");
+    }
 }

@@ -11,8 +11,8 @@
 
 pub mod clean;
 mod line;
-pub mod trace;
 mod sink;
+pub mod trace;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

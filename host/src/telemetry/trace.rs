@@ -133,7 +133,11 @@ impl SpanProcessor for Queue {
 /// The export task: batches of up to [`BATCH`] spans, sent when full or after
 /// [`BATCH_WAIT`]; a failed export drops its batch (counted, logged at most every
 /// 10 s) — the collector being down must not grow memory.
-async fn export(exporter: opentelemetry_otlp::SpanExporter, mut rx: tokio::sync::mpsc::Receiver<SpanData>, dropped: Counter) {
+async fn export(
+    exporter: opentelemetry_otlp::SpanExporter,
+    mut rx: tokio::sync::mpsc::Receiver<SpanData>,
+    dropped: Counter,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
@@ -200,10 +204,22 @@ impl W3c {
         (trace_id != 0 && span_id != 0).then_some(W3c { trace_id, span_id, flags })
     }
 
+    /// Written by hand into a stack buffer: this runs on every upstream attempt.
     pub fn header(&self) -> HeaderValue {
-        let text = format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags & 1);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        for (i, byte) in self.trace_id.to_be_bytes().iter().enumerate() {
+            out[3 + 2 * i] = HEX[usize::from(byte >> 4)];
+            out[4 + 2 * i] = HEX[usize::from(byte & 15)];
+        }
+        for (i, byte) in self.span_id.to_be_bytes().iter().enumerate() {
+            out[36 + 2 * i] = HEX[usize::from(byte >> 4)];
+            out[37 + 2 * i] = HEX[usize::from(byte & 15)];
+        }
+        out[54] = b'0' + (self.flags & 1);
         // Hex digits and dashes: always a valid header value.
-        HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
+        HeaderValue::from_bytes(&out)
+            .unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000000-0000000000000000-00"))
     }
 
     fn random() -> W3c {
@@ -344,20 +360,23 @@ impl RequestTrace {
     }
 
     /// Close the current attempt's span with its outcome class (and the usage of the
-    /// attempt that answered).
+    /// attempt that answered). Attributes go in with one call: each call takes the
+    /// span's lock.
     pub fn end_attempt(&mut self, outcome: crate::health::Outcome, usage: Option<crate::relay::usage::Usage>) {
         let Some(cx) = self.attempt.take() else { return };
         let span = cx.span();
-        span.set_attribute(KeyValue::new("berry.outcome", outcome.as_str()));
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("berry.outcome", outcome.as_str()));
         if let crate::health::Outcome::Failure(class) = outcome {
-            span.set_attribute(KeyValue::new("error.type", class.as_str()));
+            attributes.push(KeyValue::new("error.type", class.as_str()));
             span.set_status(Status::error(class.as_str()));
         } else if let Some(model) = &self.response_model {
-            span.set_attribute(KeyValue::new("gen_ai.response.model", model.clone()));
+            attributes.push(KeyValue::new("gen_ai.response.model", model.clone()));
         }
         if let Some(u) = usage {
-            usage_attributes(&span, &u);
+            usage_attributes(&mut attributes, &u);
         }
+        span.set_attributes(attributes);
         span.end();
     }
 
@@ -372,20 +391,22 @@ impl RequestTrace {
         }
         let Some(cx) = self.request.take() else { return };
         let span = cx.span();
-        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(end.status)));
-        span.set_attribute(KeyValue::new("berry.attempts", i64::from(end.attempts)));
+        let mut attributes = Vec::with_capacity(8);
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(end.status)));
+        attributes.push(KeyValue::new("berry.attempts", i64::from(end.attempts)));
         if let Some(b) = end.backend {
-            span.set_attribute(KeyValue::new("berry.backend", b.to_string()));
+            attributes.push(KeyValue::new("berry.backend", b.to_string()));
         }
         if let Some(model) = self.response_model.take() {
-            span.set_attribute(KeyValue::new("gen_ai.response.model", model));
+            attributes.push(KeyValue::new("gen_ai.response.model", model));
         }
         if let Some(u) = end.usage {
-            usage_attributes(&span, &u);
+            usage_attributes(&mut attributes, &u);
         }
         if let Some(e) = end.error {
-            span.set_attribute(KeyValue::new("error.type", e));
+            attributes.push(KeyValue::new("error.type", e));
         }
+        span.set_attributes(attributes);
         if end.status >= 500 {
             span.set_status(Status::error(end.error.unwrap_or("server error")));
         }
@@ -395,18 +416,20 @@ impl RequestTrace {
     /// Tag the request span with the routing decision.
     pub fn routed(&self, strategy: &str, fallback: Option<&'static str>) {
         let Some(cx) = &self.request else { return };
-        let span = cx.span();
-        span.set_attribute(KeyValue::new("berry.strategy", strategy.to_string()));
-        span.set_attribute(KeyValue::new("berry.fallback_used", fallback.is_some()));
+        let mut attributes = vec![
+            KeyValue::new("berry.strategy", strategy.to_string()),
+            KeyValue::new("berry.fallback_used", fallback.is_some()),
+        ];
         if let Some(reason) = fallback {
-            span.set_attribute(KeyValue::new("berry.fallback_reason", reason));
+            attributes.push(KeyValue::new("berry.fallback_reason", reason));
         }
+        cx.span().set_attributes(attributes);
     }
 }
 
-fn usage_attributes(span: &opentelemetry::trace::SpanRef<'_>, u: &crate::relay::usage::Usage) {
-    span.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", u.prompt_tokens as i64));
-    span.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", u.completion_tokens as i64));
+fn usage_attributes(attributes: &mut Vec<KeyValue>, u: &crate::relay::usage::Usage) {
+    attributes.push(KeyValue::new("gen_ai.usage.input_tokens", u.prompt_tokens as i64));
+    attributes.push(KeyValue::new("gen_ai.usage.output_tokens", u.completion_tokens as i64));
 }
 
 #[cfg(test)]
