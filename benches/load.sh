@@ -9,6 +9,9 @@
 #                                   # redis-server) against one node without it
 #   benches/load.sh --ledger        # only: the usage ledger on against off, and the
 #                                   # writer's backlog under sustained full load
+#   benches/load.sh --client        # only: the upstream client A/B — hyper's pooled
+#                                   # client (Berry's) against reqwest, each in the
+#                                   # bare proxy, reading the body first as Berry does
 #   benches/load.sh --otel          # only: trace export on (sampling 1.0, to a local
 #                                   # OTLP sink) against off; BASELINE_BIN=<berry
 #                                   # binary> adds an older build as a third target
@@ -18,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0 otel=0
+rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0 otel=0 client=0
 for arg in "$@"; do
   case $arg in
     --quick) rounds=3 secs=2 stream_secs=4 streams=200 many_streams=1000 ;;
@@ -26,7 +29,8 @@ for arg in "$@"; do
     --cluster) cluster=1 ;;
     --ledger) ledger=1 ;;
     --otel) otel=1 ;;
-    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster] [--ledger] [--otel]" >&2; exit 2 ;;
+    --client) client=1 ;;
+    *) echo "usage: benches/load.sh [--quick] [--write] [--cluster] [--ledger] [--otel] [--client]" >&2; exit 2 ;;
   esac
 done
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -267,6 +271,48 @@ if [ "$ledger" = 1 ]; then
   } > "$out/ledger.md"
   cat "$out/ledger.md"
   if [ "$write" = 1 ]; then python3 benches/put_table.py ledger-table "$out/ledger.md"; fi
+  exit 0
+fi
+
+# --- the upstream client A/B (--client): the bare proxy reading each body first and
+# sending it with hyper's pooled client (as Berry does) or with reqwest. -----------
+if [ "$client" = 1 ]; then
+  for c in hyper reqwest; do
+    "$bin/bare-proxy" --upstream "$mock" --client "$c" > "$tmp/$c.log" 2>&1 &
+    pid[$c]=$!
+    url[$c]="http://$(wait_for "$tmp/$c.log" "listening on http://")/v1/chat/completions"
+  done
+  echo "== upstream client A/B: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
+  for c in hyper reqwest; do wrk_run "$c" 8 1 > /dev/null; done
+  declare -A k_cpu k_rps k_p50 k_p99
+  for conns in 1 32; do
+    for round in $(seq "$rounds"); do
+      for c in hyper reqwest; do
+        before=$(cpu_ticks "${pid[$c]}")
+        r=$(wrk_run "$c" "$conns" "$secs")
+        after=$(cpu_ticks "${pid[$c]}")
+        echo "$c c$conns round $round $r" | tee -a "$out/raw.txt" >&2
+        k_rps[$c,$conns]+=" $(json "$r" rps)"; k_p50[$c,$conns]+=" $(json "$r" p50_us)"; k_p99[$c,$conns]+=" $(json "$r" p99_us)"
+        k_cpu[$c,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+      done
+    done
+  done
+  m() { python3 -c "print(round($(median ${1}), 1))"; }
+  {
+    echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --client\`: the bare proxy (\`bare-proxy --client hyper|reqwest\`), plain HTTP on loopback, the same mock; medians of $rounds alternating rounds."
+    echo
+    echo "| connections | measure | hyper (Berry's client) | reqwest | reqwest / hyper | reqwest allowed |"
+    echo "|---|---|---:|---:|---:|---|"
+    for c in 1 32; do
+      h=$(m "${k_cpu[hyper,$c]}"); q=$(m "${k_cpu[reqwest,$c]}")
+      echo "| $c | proxy CPU per request (µs) | $h | $q | $(ratio "$q" "$h") | ≤ 1.03× $(check "$q <= 1.03 * $h") |"
+      echo "| $c | latency p50 (µs) | $(m "${k_p50[hyper,$c]}") | $(m "${k_p50[reqwest,$c]}") | $(ratio "$(m "${k_p50[reqwest,$c]}")" "$(m "${k_p50[hyper,$c]}")") | |"
+      echo "| $c | latency p99 (µs) | $(m "${k_p99[hyper,$c]}") | $(m "${k_p99[reqwest,$c]}") | $(ratio "$(m "${k_p99[reqwest,$c]}")" "$(m "${k_p99[hyper,$c]}")") | |"
+      echo "| $c | throughput (req/s) | $(m "${k_rps[hyper,$c]}") | $(m "${k_rps[reqwest,$c]}") | $(ratio "$(m "${k_rps[reqwest,$c]}")" "$(m "${k_rps[hyper,$c]}")") | |"
+    done
+  } > "$out/client.md"
+  cat "$out/client.md"
+  if [ "$write" = 1 ]; then python3 benches/put_table.py client-table "$out/client.md"; fi
   exit 0
 fi
 

@@ -97,15 +97,21 @@ pub fn of_config(config: &crate::config::Config) -> Redactor {
     let providers = config.providers.values().flat_map(|p| {
         std::iter::once(p.api_key.expose())
             .chain(p.headers.iter().filter(|(n, _)| credential(n.as_str())).filter_map(|(_, v)| v.to_str().ok()))
+            // A proxy's password (`http://user:password@host`).
+            .chain(match &p.proxy {
+                crate::config::Proxy::Via(url) => url_password(url.expose()),
+                _ => None,
+            })
     });
     let users = config.users.iter().filter_map(|u| u.token.as_ref().map(|t| t.expose()));
     let admin = config.settings.admin_token.iter().map(|t| t.expose());
     // The Redis password (`redis://user:password@host`), should an error quote the URL.
-    let redis = config.cluster.iter().filter_map(|c| redis_password(c.redis_url.expose()));
+    let redis = config.cluster.iter().filter_map(|c| url_password(c.redis_url.expose()));
     Redactor::new(providers.chain(users).chain(admin).chain(redis))
 }
 
-fn redis_password(url: &str) -> Option<&str> {
+/// The password of a `scheme://user:password@host…` URL.
+fn url_password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let userinfo = rest.split_once('@')?.0;
     Some(userinfo.rsplit_once(':').map_or(userinfo, |(_, password)| password)).filter(|p| !p.is_empty())
@@ -117,11 +123,11 @@ mod tests {
 
     #[test]
     fn the_redis_password_is_found_in_its_url() {
-        assert_eq!(redis_password("redis://:hunter2-long@host:6379"), Some("hunter2-long"));
-        assert_eq!(redis_password("rediss://user:pa:ss@host:6379/0"), Some("ss"));
-        assert_eq!(redis_password("redis://tokenonly@host"), Some("tokenonly"));
-        assert_eq!(redis_password("redis://host:6379"), None);
-        assert_eq!(redis_password("redis://user:@host"), None);
+        assert_eq!(url_password("redis://:hunter2-long@host:6379"), Some("hunter2-long"));
+        assert_eq!(url_password("rediss://user:pa:ss@host:6379/0"), Some("ss"));
+        assert_eq!(url_password("redis://tokenonly@host"), Some("tokenonly"));
+        assert_eq!(url_password("redis://host:6379"), None);
+        assert_eq!(url_password("redis://user:@host"), None);
     }
 
     #[test]

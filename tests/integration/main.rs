@@ -18,6 +18,7 @@ mod operations;
 mod platform;
 mod plugin_authors;
 mod providers;
+mod proxy;
 mod redaction;
 mod relay;
 mod reload;

@@ -199,6 +199,21 @@ pub struct Provider {
     /// Forward the caller's `OpenAI-Organization` / `OpenAI-Project` headers.
     pub forward_organization_headers: bool,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// How its connections leave the machine.
+    pub proxy: Proxy,
+}
+
+/// A provider's outbound proxy (`providers.X.proxy`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Proxy {
+    /// `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, minus `NO_PROXY` (and their
+    /// lowercase forms), as curl reads them: the default.
+    Environment,
+    /// No proxy, whatever the environment says (`proxy = ""`; embedded mocks).
+    Direct,
+    /// This HTTP proxy (connections tunnel through it with `CONNECT`). May carry
+    /// credentials: a secret.
+    Via(Secret),
 }
 
 /// A provider's wire format (`backend_type`).

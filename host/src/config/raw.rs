@@ -164,6 +164,9 @@ pub struct RawProvider {
     pub forward_organization_headers: Option<bool>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// An HTTP proxy for this provider (`http://[user:password@]host:port`); "": none,
+    /// whatever the environment says; absent: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`.
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawTelemetry, RawUser};
 use super::{
     AuthSettings, Backend, BackendType, BillingMode, Budget, ClusterSettings, Config, ConfigError, Model,
-    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, RateLimit, Secret, Settings, TelemetrySettings,
+    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, Proxy, RateLimit, Secret, Settings, TelemetrySettings,
     User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
@@ -554,7 +554,28 @@ impl Validator<'_> {
                 Probe::None
             }
         };
+        let proxy = match raw.proxy {
+            // The embedded mocks are on this machine: never through a proxy.
+            _ if base_url.starts_with("mock://") => Proxy::Direct,
+            None => Proxy::Environment,
+            Some(url) => {
+                let url = self.interpolate(&format!("{p}.proxy"), &url, enabled);
+                if url.is_empty() {
+                    Proxy::Direct
+                } else {
+                    // May hold a password: errors name the problem, never the URL.
+                    let parsed = url.parse::<http::Uri>().ok().filter(|u| u.host().is_some());
+                    if !url.starts_with("http://") {
+                        self.error(&format!("{p}.proxy"), "must be an http:// proxy URL (http://[user:password@]host:port), or \"\" for none");
+                    } else if parsed.is_none() {
+                        self.error(&format!("{p}.proxy"), "is not a valid URL (http://[user:password@]host:port)");
+                    }
+                    Proxy::Via(Secret::new(url))
+                }
+            }
+        };
         Provider {
+            proxy,
             key: key.to_string(),
             name: raw.name.unwrap_or_else(|| key.to_string()),
             base_url,
@@ -898,6 +919,21 @@ token = "t"
         assert_eq!(c.models[0].strategy, "weighted_random");
         assert_eq!(c.auth.policy, "token_auth");
         assert!(!format!("{c:?}").contains("sk-from-env"), "secrets must not print in Debug");
+    }
+
+    #[test]
+    fn a_provider_proxy_is_the_environment_by_default_empty_for_none_and_http_only() {
+        let with = |line: &str| BASE.replace("models = [\"up\"]", &format!("models = [\"up\"]\n{line}"));
+        let c = parse(BASE, &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.providers["p"].proxy, Proxy::Environment);
+        let c = parse(&with("proxy = \"\""), &env).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.providers["p"].proxy, Proxy::Direct);
+        let c = parse(&with("proxy = \"http://u:hunter2@proxy:3128\""), &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(&c.providers["p"].proxy, Proxy::Via(url) if url.expose() == "http://u:hunter2@proxy:3128"));
+        assert!(!format!("{c:?}").contains("hunter2"), "the proxy's password must not print");
+        let e = errors(&with("proxy = \"socks5://u:hunter2@proxy:1080\""));
+        assert!(e.len() == 1 && e[0].starts_with("providers.p.proxy: must be an http://"), "{e:?}");
+        assert!(!e[0].contains("hunter2"), "errors never quote the URL: {e:?}");
     }
 
     #[test]

@@ -103,7 +103,9 @@ fn chat_probe(backend: &RouteBackend) -> Option<Request<Full<Bytes>>> {
 async fn run(snapshot: &Snapshot, probe: Probing<'_>, timeout: Duration) {
     let started = Instant::now();
     let exchange = async {
-        let response = snapshot.client.request(probe.request).await.map_err(classify_transport)?;
+        // Probes leave the way their provider's requests do (its proxy, if any).
+        let route = probe.backends.first().map(|b| b.provider.route).unwrap_or_default();
+        let response = snapshot.client.request(route, probe.request).await.map_err(classify_transport)?;
         let status = response.status();
         // Read the answer so the connection returns to the pool.
         let body = Limited::new(response.into_body(), MAX_PROBE_BODY).collect().await.map(|c| c.to_bytes());

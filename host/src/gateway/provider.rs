@@ -24,12 +24,14 @@ pub struct ProviderRuntime {
     pub probe: Probe,
     /// `GET` URL of the model list (the active probe).
     models_url: Option<Uri>,
+    /// The way out its requests take (direct or through a proxy).
+    pub route: crate::relay::ClientRoute,
 }
 
 impl ProviderRuntime {
     /// `base_url` is the provider's URL with any `mock://` already resolved to the
     /// embedded mock's real address.
-    pub fn new(config: &Provider, base_url: &str) -> Result<Self, String> {
+    pub fn new(config: &Provider, base_url: &str, route: crate::relay::ClientRoute) -> Result<Self, String> {
         let adapter = adapter::for_backend(config.backend);
         let key_header = if config.api_key.is_empty() {
             None
@@ -57,6 +59,7 @@ impl ProviderRuntime {
             probe: config.probe,
             models_url,
             spec,
+            route,
         })
     }
 
@@ -76,6 +79,7 @@ impl ProviderRuntime {
             api_version: None,
             forward_organization_headers: false,
             headers: Vec::new(),
+            proxy: crate::config::Proxy::Direct,
         };
         ProviderRuntime {
             key: key.to_string(),
@@ -88,6 +92,7 @@ impl ProviderRuntime {
             probe: Probe::None,
             models_url: None,
             spec,
+            route: crate::relay::ClientRoute::default(),
         }
     }
 

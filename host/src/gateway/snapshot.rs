@@ -70,9 +70,13 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
         let settings = &config.settings;
+        // Pooled connections are kept when the connect timeout and the ways out
+        // (direct, proxies) did not change.
+        let client = UpstreamClient::new(settings.connection_timeout, &config, previous.map(|p| &p.client))?;
         let mut providers = HashMap::new();
         for (key, p) in &config.providers {
-            providers.insert(key.clone(), Arc::new(ProviderRuntime::new(p, &base_url(&p.base_url))?));
+            let runtime = ProviderRuntime::new(p, &base_url(&p.base_url), client.route(&p.proxy))?;
+            providers.insert(key.clone(), Arc::new(runtime));
         }
 
         // Group routes by strategy: each strategy instance is configured with the
@@ -133,11 +137,6 @@ impl Snapshot {
         let auth = AuthPlugin::prepare(compiled, limits, auth_config, users, config.auth.cache_ttl)
             .map_err(|e| e.to_string())?;
 
-        let client = match previous {
-            // Keep the pooled connections when the connect timeout did not change.
-            Some(p) if p.config.settings.connection_timeout == settings.connection_timeout => p.client.clone(),
-            _ => UpstreamClient::new(settings.connection_timeout)?,
-        };
         let (total, per_user) = (settings.max_buffered_body_bytes, settings.max_buffered_body_bytes_per_user);
         let body_budget = match previous {
             // Bodies in flight keep counting against the budget across a reload.

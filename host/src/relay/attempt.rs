@@ -56,13 +56,15 @@ pub struct Reply<'a> {
     pub redactor: &'a crate::redact::Redactor,
     /// Read the model a successful answer names (for a recorded trace span).
     pub read_model: bool,
+    /// The provider's way out (direct or its proxy).
+    pub route: super::ClientRoute,
 }
 
 /// A non-streaming attempt: the whole exchange (connect, headers, body) must finish
 /// within `total`.
 pub async fn unary(snapshot: &Snapshot, request: Request<Full<Bytes>>, total: Duration, reply: &Reply<'_>) -> Attempt {
     let exchange = async {
-        let response = snapshot.client.request(request).await.map_err(classify_transport)?;
+        let response = snapshot.client.request(reply.route, request).await.map_err(classify_transport)?;
         let (parts, body) = response.into_parts();
         let bytes = collect(body, MAX_UPSTREAM_BODY)
             .await
@@ -88,7 +90,7 @@ pub async fn stream(
     reply: &Reply<'_>,
 ) -> Attempt {
     let exchange = async {
-        let response = snapshot.client.request(request).await.map_err(classify_transport)?;
+        let response = snapshot.client.request(reply.route, request).await.map_err(classify_transport)?;
         let (parts, mut body) = response.into_parts();
         if !parts.status.is_success() {
             let bytes = Limited::new(body, MAX_ERROR_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();

@@ -274,6 +274,7 @@ impl<'a> Walk<'a> {
             dialect: self.endpoint.dialect(),
             redactor: &snapshot.redactor,
             read_model: self.log.trace.wants_model(),
+            route: backend.provider.route,
         };
         let in_flight = backend.health.start();
         let started = Instant::now();

@@ -6,12 +6,13 @@ pub mod body;
 mod client;
 mod forward;
 pub mod plan;
+mod proxy;
 pub mod stream;
 pub mod usage;
 
 pub(crate) use attempt::classify_transport;
 pub use body::RequestBody;
-pub use client::UpstreamClient;
+pub use client::{Route as ClientRoute, UpstreamClient};
 pub use forward::{ForwardRequest, forward};
 
 /// The APIs Berry routes. The OpenAI ones are relayed to the same path under an
