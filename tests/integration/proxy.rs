@@ -64,11 +64,7 @@ async fn a_provider_with_a_proxy_is_reached_through_it_and_the_others_directly()
     let proxy = Tinyproxy::start();
     let (via, direct) = (mock("via").await, mock("direct").await);
     let mut toml = config("round_robin", &[("via", &via), ("direct", &direct)], &[], "");
-    toml = toml.replacen(
-        "[providers.via]\n",
-        &format!("[providers.via]\nproxy = \"{}\"\n", proxy.url()),
-        1,
-    );
+    toml = toml.replacen("[providers.via]\n", &format!("[providers.via]\nproxy = \"{}\"\n", proxy.url()), 1);
     let gw = TestGateway::start(&toml).await;
     for _ in 0..4 {
         let reply = gw.chat(TOKEN, &chat_body("m")).await;
@@ -109,7 +105,13 @@ async fn the_environment_proxies_apply_and_no_proxy_is_respected() {
     std::fs::write(&path, toml).expect("config");
     let (child, base, _log) = spawn_berry(&path, &[("HTTP_PROXY", &proxy.url()), ("NO_PROXY", "localhost")]);
     for _ in 0..4 {
-        let reply = send(http::Method::POST, &format!("{base}/v1/chat/completions"), Some(TOKEN), Some(chat_body("m").to_string())).await;
+        let reply = send(
+            http::Method::POST,
+            &format!("{base}/v1/chat/completions"),
+            Some(TOKEN),
+            Some(chat_body("m").to_string()),
+        )
+        .await;
         assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     }
     sigterm(&child);

@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::raw::{RawCluster, RawConfig, RawPlugin, RawProvider, RawSettings, RawTelemetry, RawUser};
 use super::{
     AuthSettings, Backend, BackendType, BillingMode, Budget, ClusterSettings, Config, ConfigError, Model,
-    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, Proxy, RateLimit, Secret, Settings, TelemetrySettings,
-    User,
+    OnUnavailable, PluginKind, PluginSpec, Prices, Probe, Provider, Proxy, RateLimit, Secret, Settings,
+    TelemetrySettings, User,
 };
 use crate::plugin::{Limits, STOCK_AUTH, STOCK_STRATEGIES};
 
@@ -566,7 +566,10 @@ impl Validator<'_> {
                     // May hold a password: errors name the problem, never the URL.
                     let parsed = url.parse::<http::Uri>().ok().filter(|u| u.host().is_some());
                     if !url.starts_with("http://") {
-                        self.error(&format!("{p}.proxy"), "must be an http:// proxy URL (http://[user:password@]host:port), or \"\" for none");
+                        self.error(
+                            &format!("{p}.proxy"),
+                            "must be an http:// proxy URL (http://[user:password@]host:port), or \"\" for none",
+                        );
                     } else if parsed.is_none() {
                         self.error(&format!("{p}.proxy"), "is not a valid URL (http://[user:password@]host:port)");
                     }

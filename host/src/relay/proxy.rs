@@ -26,7 +26,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Way {
     Direct,
     /// `key` tells ways apart: the environment's variables, or the proxy URL.
-    Proxied { key: String, matcher: Arc<Matcher> },
+    Proxied {
+        key: String,
+        matcher: Arc<Matcher>,
+    },
 }
 
 impl PartialEq for Way {
