@@ -136,6 +136,25 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
 delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
 check() { python3 -c "print('✅' if $1 else '❌')"; }
 
+# Alternating rounds over the given targets at 1 and 32 connections (--otel,
+# --client): medians come from R_cpu, R_rps, R_p50, R_p99, indexed [target,conns].
+declare -A R_cpu R_rps R_p50 R_p99
+measure_rounds() {
+  for t in "$@"; do wrk_run "$t" 8 1 > /dev/null; done
+  for conns in 1 32; do
+    for round in $(seq "$rounds"); do
+      for t in "$@"; do
+        before=$(cpu_ticks "${pid[$t]}")
+        r=$(wrk_run "$t" "$conns" "$secs")
+        after=$(cpu_ticks "${pid[$t]}")
+        echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
+        R_rps[$t,$conns]+=" $(json "$r" rps)"; R_p50[$t,$conns]+=" $(json "$r" p50_us)"; R_p99[$t,$conns]+=" $(json "$r" p99_us)"
+        R_cpu[$t,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+      done
+    done
+  done
+}
+
 # --- [cluster] on vs off (--cluster): the same config, its user rate-limited (so every
 # request asks Redis: the worst case; users without a limit never do), served by one
 # node without [cluster] and by one replica with it. ---------------------------------
@@ -283,20 +302,7 @@ if [ "$client" = 1 ]; then
     url[$c]="http://$(wait_for "$tmp/$c.log" "listening on http://")/v1/chat/completions"
   done
   echo "== upstream client A/B: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
-  for c in hyper reqwest; do wrk_run "$c" 8 1 > /dev/null; done
-  declare -A k_cpu k_rps k_p50 k_p99
-  for conns in 1 32; do
-    for round in $(seq "$rounds"); do
-      for c in hyper reqwest; do
-        before=$(cpu_ticks "${pid[$c]}")
-        r=$(wrk_run "$c" "$conns" "$secs")
-        after=$(cpu_ticks "${pid[$c]}")
-        echo "$c c$conns round $round $r" | tee -a "$out/raw.txt" >&2
-        k_rps[$c,$conns]+=" $(json "$r" rps)"; k_p50[$c,$conns]+=" $(json "$r" p50_us)"; k_p99[$c,$conns]+=" $(json "$r" p99_us)"
-        k_cpu[$c,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
-      done
-    done
-  done
+  measure_rounds hyper reqwest
   m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --client\`: the bare proxy (\`bare-proxy --client hyper|reqwest\`), plain HTTP on loopback, the same mock; medians of $rounds alternating rounds."
@@ -304,11 +310,11 @@ if [ "$client" = 1 ]; then
     echo "| connections | measure | hyper (Berry's client) | reqwest | reqwest / hyper | reqwest allowed |"
     echo "|---|---|---:|---:|---:|---|"
     for c in 1 32; do
-      h=$(m "${k_cpu[hyper,$c]}"); q=$(m "${k_cpu[reqwest,$c]}")
+      h=$(m "${R_cpu[hyper,$c]}"); q=$(m "${R_cpu[reqwest,$c]}")
       echo "| $c | proxy CPU per request (µs) | $h | $q | $(ratio "$q" "$h") | ≤ 1.03× $(check "$q <= 1.03 * $h") |"
-      echo "| $c | latency p50 (µs) | $(m "${k_p50[hyper,$c]}") | $(m "${k_p50[reqwest,$c]}") | $(ratio "$(m "${k_p50[reqwest,$c]}")" "$(m "${k_p50[hyper,$c]}")") | |"
-      echo "| $c | latency p99 (µs) | $(m "${k_p99[hyper,$c]}") | $(m "${k_p99[reqwest,$c]}") | $(ratio "$(m "${k_p99[reqwest,$c]}")" "$(m "${k_p99[hyper,$c]}")") | |"
-      echo "| $c | throughput (req/s) | $(m "${k_rps[hyper,$c]}") | $(m "${k_rps[reqwest,$c]}") | $(ratio "$(m "${k_rps[reqwest,$c]}")" "$(m "${k_rps[hyper,$c]}")") | |"
+      echo "| $c | latency p50 (µs) | $(m "${R_p50[hyper,$c]}") | $(m "${R_p50[reqwest,$c]}") | $(ratio "$(m "${R_p50[reqwest,$c]}")" "$(m "${R_p50[hyper,$c]}")") | |"
+      echo "| $c | latency p99 (µs) | $(m "${R_p99[hyper,$c]}") | $(m "${R_p99[reqwest,$c]}") | $(ratio "$(m "${R_p99[reqwest,$c]}")" "$(m "${R_p99[hyper,$c]}")") | |"
+      echo "| $c | throughput (req/s) | $(m "${R_rps[hyper,$c]}") | $(m "${R_rps[reqwest,$c]}") | $(ratio "$(m "${R_rps[reqwest,$c]}")" "$(m "${R_rps[hyper,$c]}")") | |"
     done
   } > "$out/client.md"
   cat "$out/client.md"
@@ -351,20 +357,7 @@ PY
     url[$t]="http://$(wait_for "$tmp/$t.log" "listening on http://")/v1/chat/completions"
   done
   echo "== trace export on vs off: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
-  for t in "${targets[@]}"; do wrk_run "$t" 8 1 > /dev/null; done
-  declare -A o_cpu o_rps o_p50 o_p99
-  for conns in 1 32; do
-    for round in $(seq "$rounds"); do
-      for t in "${targets[@]}"; do
-        before=$(cpu_ticks "${pid[$t]}")
-        r=$(wrk_run "$t" "$conns" "$secs")
-        after=$(cpu_ticks "${pid[$t]}")
-        echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
-        o_rps[$t,$conns]+=" $(json "$r" rps)"; o_p50[$t,$conns]+=" $(json "$r" p50_us)"; o_p99[$t,$conns]+=" $(json "$r" p99_us)"
-        o_cpu[$t,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
-      done
-    done
-  done
+  measure_rounds "${targets[@]}"
   dropped=$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[on]%/v1/chat/completions}/metrics" \
     | awk '$1 == "berry_trace_spans_dropped_total" {print $2}')
   m() { python3 -c "print(round($(median ${1}), 1))"; }
@@ -383,7 +376,7 @@ PY
           p99) name="latency p99 (µs)"; target="" ;;
           rps) name="throughput (req/s)"; target="" ;;
         esac
-        declare -n series="o_$measure"
+        declare -n series="R_$measure"
         off=$(m "${series[off,$c]}"); on=$(m "${series[on,$c]}")
         met=""; [ "$measure" = cpu ] && met=$(check "$on <= 1.10 * $off")
         line="| $c | $name | $off | $on | $(ratio "$on" "$off") | $target | $met |"
