@@ -43,6 +43,12 @@ impl Operation {
     }
 }
 
+/// The operation a span of `endpoint` is named after: its `gen_ai.operation.name`,
+/// or "count_tokens" (Anthropic's token counting, which the conventions do not name).
+pub fn operation_name(endpoint: Endpoint) -> &'static str {
+    Operation::of(endpoint).map_or("count_tokens", Operation::as_str)
+}
+
 /// `gen_ai.provider.name` for a backend's wire format (the conventions' well-known
 /// values; an OpenAI-compatible provider speaks as "openai").
 pub fn provider_name(backend: BackendType) -> &'static str {

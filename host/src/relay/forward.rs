@@ -252,7 +252,7 @@ impl<'a> Walk<'a> {
         self.attempts += 1;
         let (provider_name, server_address) = backend.series.genai_names();
         let start = AttemptStart {
-            operation: Operation::of(self.endpoint).map_or("count_tokens", Operation::as_str),
+            operation: crate::metrics::genai::operation_name(self.endpoint),
             provider_name,
             request_model: &backend.config.model,
             server_address,

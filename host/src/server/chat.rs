@@ -60,7 +60,7 @@ pub async fn relay(
     let body = RequestBody::parse(upload.bytes.clone())?;
     log.model = Some(body.model.clone());
     log.stream = body.stream;
-    let operation = crate::metrics::genai::Operation::of(endpoint).map_or("count_tokens", |o| o.as_str());
+    let operation = crate::metrics::genai::operation_name(endpoint);
     let arrived = log.started.elapsed();
     log.trace.begin(snapshot.tracer.as_ref(), &parts.headers, operation, &body.model, arrived);
 
