@@ -132,6 +132,7 @@ wrk_run() { # target connections seconds [delay ms] → RESULT json
 # median over the rounds: a slow spell of this shared machine then hits every target
 # alike instead of one.
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+m() { python3 -c "print(round($(median ${1}), 1))"; }   # the median of a space-separated list, rounded
 ratio() { python3 -c "print(f'{$1/$2:.2f}×')"; }
 delta() { python3 -c "print(f'{$1-$2:+.0f}')"; }
 check() { python3 -c "print('✅' if $1 else '❌')"; }
@@ -212,7 +213,6 @@ while router_hash(two) == before:
 print(round((answered - start) * 1000), round((time.monotonic() - start) * 1000))
 PY
 )
-  m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --cluster\`: the bench config with its user rate-limited, one log line per request to a file; medians of $rounds alternating rounds."
     echo
@@ -276,7 +276,6 @@ if [ "$ledger" = 1 ]; then
   written=$(gauge berry_usage_ledger_written)
   dropped=$(gauge berry_usage_ledger_dropped)
   rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" "$tmp/usage.db")
-  m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --ledger\`: the bench config, one log line per request to a file; medians of $rounds alternating rounds at 32 connections."
     echo
@@ -303,7 +302,6 @@ if [ "$client" = 1 ]; then
   done
   echo "== upstream client A/B: 1 and 32 connections, $rounds rounds of ${secs}s" >&2
   measure_rounds hyper reqwest
-  m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --client\`: the bare proxy (\`bare-proxy --client hyper|reqwest\`), plain HTTP on loopback, the same mock; medians of $rounds alternating rounds."
     echo
@@ -360,7 +358,6 @@ PY
   measure_rounds "${targets[@]}"
   dropped=$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[on]%/v1/chat/completions}/metrics" \
     | awk '$1 == "berry_trace_spans_dropped_total" {print $2}')
-  m() { python3 -c "print(round($(median ${1}), 1))"; }
   {
     echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores; \`benches/load.sh --otel\`: the bench config, one log line per request to a file; export on = \`[telemetry]\` to a local OTLP/HTTP sink, sampling 1.0 (a request span and an attempt span per request); medians of $rounds alternating rounds."
     echo
