@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The load benchmark: Berry against a bare hyper pass-through proxy, in one run, on
-# loopback, against one mock provider. See BENCHMARKS.md for the method.
+# The load benchmark: Berry against a bare hyper pass-through proxy (and nginx, when
+# installed), in one run, on loopback, against one mock provider. See BENCHMARKS.md
+# for the method.
 #
 #   benches/load.sh                 # full run (~6 minutes after the build)
 #   benches/load.sh --quick         # shorter phases, for trying the script
@@ -16,7 +17,8 @@
 #                                   # OTLP sink) against off; BASELINE_BIN=<berry
 #                                   # binary> adds an older build as a third target
 #
-# Needs wrk (Debian: apt-get install wrk); --cluster also redis-server. Builds berry and the bench tools with
+# Needs wrk (Debian: apt-get install wrk); --cluster also redis-server; nginx is
+# measured as a second classic proxy when it is installed (apt-get install nginx). Builds berry and the bench tools with
 # --release. Writes target/bench/table.md and the raw results next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +72,40 @@ mock=$(wait_for "$tmp/mock.log" "listening on http://")
 "$bin/bare-proxy" --upstream "$mock" > "$tmp/bare.log" 2>&1 &
 bare_pid=$!
 bare=$(wait_for "$tmp/bare.log" "listening on http://")
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# nginx as a second classic proxy (when installed): one worker per core, upstream
+# keepalive, no access log (the bare proxy writes none either).
+nginx_pid=
+if command -v nginx >/dev/null && [ "$cluster$ledger$otel$client" = 0000 ]; then
+  nginx_port=$(free_port)
+  mkdir -p "$tmp/nginx"
+  cat > "$tmp/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  upstream mock { server $mock; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+  nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" > "$tmp/nginx.log" 2>&1 &
+  nginx_pid=$!
+  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.02; done
+fi
 
 {
   echo '[settings]'
@@ -110,6 +146,19 @@ RUST_LOG=info,berry::request=warn "$bin/berry" serve --config "$tmp/berry.toml" 
 quiet_pid=$!
 quiet=$(wait_for "$tmp/quiet.log" "listening on http://")
 
+# For time to first event at one connection: a mock whose streams are short (3
+# events, 1 ms apart), behind its own bare proxy and Berry (the same config).
+"$bin/berry" mock-provider --port 0 --chunks 3 --chunk-delay-ms 1 --stamp > "$tmp/mock_fast.log" 2>&1 &
+fast_mock_pid=$!
+fast_mock=$(wait_for "$tmp/mock_fast.log" "listening on http://")
+"$bin/bare-proxy" --upstream "$fast_mock" > "$tmp/bare_fast.log" 2>&1 &
+bare_fast_pid=$!
+bare_fast=$(wait_for "$tmp/bare_fast.log" "listening on http://")
+sed "s|http://$mock/v1|http://$fast_mock/v1|" "$tmp/berry.toml" > "$tmp/fast.toml"
+RUST_LOG=info "$bin/berry" serve --config "$tmp/fast.toml" --listen 127.0.0.1:0 > "$tmp/berry_fast.log" 2>&1 &
+berry_fast_pid=$!
+berry_fast=$(wait_for "$tmp/berry_fast.log" "listening on http://")
+
 sleep 2
 idle_berry=$(rss_mb $berry_pid)
 idle_bare=$(rss_mb $bare_pid)
@@ -121,7 +170,22 @@ declare -A url=(
   [quiet]="http://$quiet/v1/chat/completions"
 )
 declare -A pid=([direct]=$mock_pid [bare]=$bare_pid [berry]=$berry_pid [quiet]=$quiet_pid)
+url[direct_fast]="http://$fast_mock/v1/chat/completions"
+url[bare_fast]="http://$bare_fast/v1/chat/completions"
+url[berry_fast]="http://$berry_fast/v1/chat/completions"
+pid[direct_fast]=$fast_mock_pid; pid[bare_fast]=$bare_fast_pid; pid[berry_fast]=$berry_fast_pid
 targets=(direct bare berry)
+load_targets=(direct bare berry quiet)
+if [ -n "$nginx_pid" ]; then
+  url[nginx]="http://127.0.0.1:$nginx_port/v1/chat/completions"; pid[nginx]=$nginx_pid
+  load_targets+=(nginx)
+fi
+# CPU ticks of a target: the process, and its workers (nginx).
+cpu_of() {
+  local total; total=$(cpu_ticks "${pid[$1]}")
+  for child in $(pgrep -P "${pid[$1]}" 2>/dev/null); do total=$((total + $(cpu_ticks "$child"))); done
+  echo "$total"
+}
 declare -A rps p50 p99 cpu_us fixed_p50 fixed_p99 ttfb50 ttfb99 chunk50 chunk99 load_rss many_rss
 
 wrk_run() { # target connections seconds [delay ms] → RESULT json
@@ -394,15 +458,15 @@ fi
 
 # --- 1. throughput at fixed concurrency (32 and 64 connections), CPU per request --
 # Berry runs twice: with its per-request log lines (berry) and without (quiet).
-echo "== throughput: wrk, 32 and 64 connections, $rounds rounds of ${secs}s" >&2
-for t in direct bare berry quiet; do wrk_run "$t" 8 1 > /dev/null; done   # warm the connection pools
-for conns in 32 64; do
+echo "== throughput: wrk, 1, 32 and 64 connections, $rounds rounds of ${secs}s" >&2
+for t in "${load_targets[@]}"; do wrk_run "$t" 8 1 > /dev/null; done   # warm the connection pools
+for conns in 1 32 64; do
   declare -A r_rps=() r_p50=() r_p99=() r_cpu=()
   for round in $(seq "$rounds"); do
-    for t in direct bare berry quiet; do
-      before=$(cpu_ticks "${pid[$t]}")
+    for t in "${load_targets[@]}"; do
+      before=$(cpu_of "$t")
       r=$(wrk_run "$t" "$conns" "$secs")
-      after=$(cpu_ticks "${pid[$t]}")
+      after=$(cpu_of "$t")
       echo "$t c$conns round $round $r" | tee -a "$out/raw.txt" >&2
       r_rps[$t]+=" $(json "$r" rps)"
       r_p50[$t]+=" $(json "$r" p50_us)"; r_p99[$t]+=" $(json "$r" p99_us)"
@@ -410,7 +474,7 @@ for conns in 32 64; do
       r_cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
     done
   done
-  for t in direct bare berry quiet; do
+  for t in "${load_targets[@]}"; do
     rps[$t,$conns]=$(median ${r_rps[$t]}); p50[$t,$conns]=$(median ${r_p50[$t]}); p99[$t,$conns]=$(median ${r_p99[$t]})
     cpu_us[$t,$conns]=$(python3 -c "print(round($(median ${r_cpu[$t]}), 1))")
   done
@@ -451,6 +515,16 @@ for t in bare berry; do
   r=$(stream_run "$t" "$many_streams" "$stream_secs")
   echo "$t many-streams $r" | tee -a "$out/raw.txt" >&2
   many_rss[$t]=$(max_of "$tmp/rss")
+done
+
+echo "== streaming: time to first event at one connection, $rounds rounds of ${secs}s" >&2
+declare -A one_ttfb50 one_ttfb99
+for round in $(seq "$rounds"); do
+  for t in direct_fast bare_fast berry_fast; do
+    r=$("$bin/stream-load" --url "${url[$t]}" --token berry-bench-token --model bench --streams 1 --seconds "$secs")
+    echo "$t one-stream round $round $r" | tee -a "$out/raw.txt" >&2
+    one_ttfb50[$t]+=" $(json "$r" ttfb_p50_us)"; one_ttfb99[$t]+=" $(json "$r" ttfb_p99_us)"
+  done
 done
 
 # --- 4. hot swap: a plugin file replaced (written beside, renamed over) → the new
@@ -496,28 +570,39 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 {
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); \`benches/load.sh\`. Berry writes one log line per request to a file unless a row says otherwise."
   echo
-  echo "| measure | direct to mock | bare proxy | Berry | Berry vs bare | target | met |"
-  echo "|---|---:|---:|---:|---:|---|:-:|"
-  for c in 32 64; do
-    echo "| throughput, $c connections (req/s, median of $rounds) | ${rps[direct,$c]} | ${rps[bare,$c]} | ${rps[berry,$c]} | $(ratio "${rps[berry,$c]}" "${rps[bare,$c]}") | ≥ 0.80× | $(check "${rps[berry,$c]} >= 0.8 * ${rps[bare,$c]}") |"
-    echo "| … Berry with per-request log lines off | | | ${rps[quiet,$c]} | $(ratio "${rps[quiet,$c]}" "${rps[bare,$c]}") | | |"
-    echo "| CPU per request, $c connections (µs, serving process) | ${cpu_us[direct,$c]} | ${cpu_us[bare,$c]} | ${cpu_us[berry,$c]} | $(ratio "${cpu_us[berry,$c]}" "${cpu_us[bare,$c]}") | ≤ 1.30× | $(check "${cpu_us[berry,$c]} <= 1.3 * ${cpu_us[bare,$c]}") |"
-    echo "| … Berry with per-request log lines off | | | ${cpu_us[quiet,$c]} | $(ratio "${cpu_us[quiet,$c]}" "${cpu_us[bare,$c]}") | | |"
-    echo "| latency p50 / p99 at $c connections (µs) | ${p50[direct,$c]} / ${p99[direct,$c]} | ${p50[bare,$c]} / ${p99[bare,$c]} | ${p50[berry,$c]} / ${p99[berry,$c]} | | | |"
+  ng() { [ -n "$nginx_pid" ] && echo "${1}" || echo "—"; }   # an nginx cell, when it ran
+  echo "| measure | direct to mock | bare proxy | nginx | Berry | Berry vs bare | target | met |"
+  echo "|---|---:|---:|---:|---:|---:|---|:-:|"
+  for c in 1 32 64; do
+    target="≥ 0.85×"; [ "$c" = 1 ] && target=""
+    met=$(check "${rps[berry,$c]} >= 0.85 * ${rps[bare,$c]}"); [ "$c" = 1 ] && met=""
+    echo "| throughput, $c connection$([ "$c" = 1 ] || echo s) (req/s, median of $rounds) | ${rps[direct,$c]} | ${rps[bare,$c]} | $(ng "${rps[nginx,$c]:-}") | ${rps[berry,$c]} | $(ratio "${rps[berry,$c]}" "${rps[bare,$c]}") | $target | $met |"
+    echo "| … Berry with per-request log lines off | | | | ${rps[quiet,$c]} | $(ratio "${rps[quiet,$c]}" "${rps[bare,$c]}") | | |"
+    echo "| CPU per request, $c connection$([ "$c" = 1 ] || echo s) (µs, serving processes) | ${cpu_us[direct,$c]} | ${cpu_us[bare,$c]} | $(ng "${cpu_us[nginx,$c]:-}") | ${cpu_us[berry,$c]} | $(ratio "${cpu_us[berry,$c]}" "${cpu_us[bare,$c]}") | ≤ 1.30× | $(check "${cpu_us[berry,$c]} <= 1.3 * ${cpu_us[bare,$c]}") |"
+    echo "| … Berry with per-request log lines off | | | | ${cpu_us[quiet,$c]} | $(ratio "${cpu_us[quiet,$c]}" "${cpu_us[bare,$c]}") | | |"
+    if [ "$c" = 1 ]; then
+      echo "| latency p50 at 1 connection (µs) | ${p50[direct,1]} | ${p50[bare,1]} | $(ng "${p50[nginx,1]:-}") | ${p50[berry,1]} | $(delta "${p50[berry,1]}" "${p50[bare,1]}") µs | ≤ +30 µs | $(check "${p50[berry,1]} - ${p50[bare,1]} <= 30") |"
+      echo "| latency p99 at 1 connection (µs) | ${p99[direct,1]} | ${p99[bare,1]} | $(ng "${p99[nginx,1]:-}") | ${p99[berry,1]} | $(delta "${p99[berry,1]}" "${p99[bare,1]}") µs | ≤ +60 µs | $(check "${p99[berry,1]} - ${p99[bare,1]} <= 60") |"
+    else
+      echo "| latency p50 / p99 at $c connections (µs) | ${p50[direct,$c]} / ${p99[direct,$c]} | ${p50[bare,$c]} / ${p99[bare,$c]} | $(ng "${p50[nginx,$c]:-} / ${p99[nginx,$c]:-}") | ${p50[berry,$c]} / ${p99[berry,$c]} | | | |"
+    fi
   done
-  echo "| latency p50 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p50[direct]} | ${fixed_p50[bare]} | ${fixed_p50[berry]} | $(delta "${fixed_p50[berry]}" "${fixed_p50[bare]}") µs | ≤ +100 µs | $(check "${fixed_p50[berry]} - ${fixed_p50[bare]} <= 100") |"
-  echo "| latency p99 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p99[direct]} | ${fixed_p99[bare]} | ${fixed_p99[berry]} | $(delta "${fixed_p99[berry]}" "${fixed_p99[bare]}") µs | ≤ +1,000 µs | $(check "${fixed_p99[berry]} - ${fixed_p99[bare]} <= 1000") |"
-  echo "| stream TTFB p50, $streams streams (µs) | ${ttfb50[direct]} | ${ttfb50[bare]} | ${ttfb50[berry]} | $(delta "${ttfb50[berry]}" "${ttfb50[bare]}") µs | | |"
-  echo "| stream TTFB p99, $streams streams (µs) | ${ttfb99[direct]} | ${ttfb99[bare]} | ${ttfb99[berry]} | $(delta "${ttfb99[berry]}" "${ttfb99[bare]}") µs | | |"
-  echo "| chunk latency p50, $streams streams (µs) | ${chunk50[direct]} | ${chunk50[bare]} | ${chunk50[berry]} | $(delta "${chunk50[berry]}" "${chunk50[bare]}") µs | | |"
-  echo "| chunk latency p99, $streams streams (µs) | ${chunk99[direct]} | ${chunk99[bare]} | ${chunk99[berry]} | $(delta "${chunk99[berry]}" "${chunk99[bare]}") µs | | |"
-  echo "| RSS idle (MB) | | $idle_bare | $idle_berry | $(ratio "$idle_berry" "$idle_bare") | ≤ 40 MB | $(check "$idle_berry <= 40") |"
-  echo "| RSS peak, $streams streams (MB) | | ${load_rss[bare]} | ${load_rss[berry]} | $(ratio "${load_rss[berry]}" "${load_rss[bare]}") | | |"
-  echo "| RSS peak, $many_streams streams (MB) | | ${many_rss[bare]} | ${many_rss[berry]} | $(ratio "${many_rss[berry]}" "${many_rss[bare]}") | ≤ 200 MB | $(check "${many_rss[berry]} <= 200") |"
-  echo "| startup to listening, plugins cached (ms) | | | $startup_ms | | ≤ 300 ms | $(check "$startup_ms <= 300") |"
-  echo "| hot swap: plugin file replaced → new version serving (ms) | | | $swap_ms | | ≤ 1,000 ms | $(check "$swap_ms <= 1000") |"
-  echo "| auth plugin calls for $relayed relayed requests (principal cache) | | | $auth_calls | | | |"
-  echo "| strategy plugin call, in the run (µs) | | | $strategy_us | | ≤ 2 µs | $(check "$strategy_us <= 2") |"
+  t50d=$(m "${one_ttfb50[direct_fast]}"); t50b=$(m "${one_ttfb50[bare_fast]}"); t50y=$(m "${one_ttfb50[berry_fast]}")
+  echo "| stream: time to first event at 1 connection, p50 (µs, median of $rounds) | $t50d | $t50b | | $t50y | $(delta "$t50y" "$t50b") µs | ≤ +50 µs | $(check "$t50y - $t50b <= 50") |"
+  echo "| stream: time to first event at 1 connection, p99 (µs) | $(m "${one_ttfb99[direct_fast]}") | $(m "${one_ttfb99[bare_fast]}") | | $(m "${one_ttfb99[berry_fast]}") | $(delta "$(m "${one_ttfb99[berry_fast]}")" "$(m "${one_ttfb99[bare_fast]}")") µs | | |"
+  echo "| latency p50 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p50[direct]} | ${fixed_p50[bare]} | | ${fixed_p50[berry]} | $(delta "${fixed_p50[berry]}" "${fixed_p50[bare]}") µs | ≤ +100 µs | $(check "${fixed_p50[berry]} - ${fixed_p50[bare]} <= 100") |"
+  echo "| latency p99 at ~1,000 req/s (µs, median of $rounds) | ${fixed_p99[direct]} | ${fixed_p99[bare]} | | ${fixed_p99[berry]} | $(delta "${fixed_p99[berry]}" "${fixed_p99[bare]}") µs | ≤ +1,000 µs | $(check "${fixed_p99[berry]} - ${fixed_p99[bare]} <= 1000") |"
+  echo "| stream TTFB p50, $streams streams (µs) | ${ttfb50[direct]} | ${ttfb50[bare]} | | ${ttfb50[berry]} | $(delta "${ttfb50[berry]}" "${ttfb50[bare]}") µs | | |"
+  echo "| stream TTFB p99, $streams streams (µs) | ${ttfb99[direct]} | ${ttfb99[bare]} | | ${ttfb99[berry]} | $(delta "${ttfb99[berry]}" "${ttfb99[bare]}") µs | | |"
+  echo "| chunk latency p50, $streams streams (µs) | ${chunk50[direct]} | ${chunk50[bare]} | | ${chunk50[berry]} | $(delta "${chunk50[berry]}" "${chunk50[bare]}") µs | | |"
+  echo "| chunk latency p99, $streams streams (µs) | ${chunk99[direct]} | ${chunk99[bare]} | | ${chunk99[berry]} | $(delta "${chunk99[berry]}" "${chunk99[bare]}") µs | | |"
+  echo "| RSS idle (MB) | | $idle_bare | $idle_berry | | $(ratio "$idle_berry" "$idle_bare") | ≤ 40 MB | $(check "$idle_berry <= 40") |"
+  echo "| RSS peak, $streams streams (MB) | | ${load_rss[bare]} | ${load_rss[berry]} | | $(ratio "${load_rss[berry]}" "${load_rss[bare]}") | | |"
+  echo "| RSS peak, $many_streams streams (MB) | | ${many_rss[bare]} | ${many_rss[berry]} | | $(ratio "${many_rss[berry]}" "${many_rss[bare]}") | ≤ 200 MB | $(check "${many_rss[berry]} <= 200") |"
+  echo "| startup to listening, plugins cached (ms) | | | $startup_ms | | | ≤ 300 ms | $(check "$startup_ms <= 300") |"
+  echo "| hot swap: plugin file replaced → new version serving (ms) | | | $swap_ms | | | ≤ 1,000 ms | $(check "$swap_ms <= 1000") |"
+  echo "| auth plugin calls for $relayed relayed requests (principal cache) | | | $auth_calls | | | | |"
+  echo "| strategy plugin call, in the run (µs) | | | $strategy_us | | | ≤ 1 µs | $(check "$strategy_us <= 1") |"
 } > "$out/table.md"
 cat "$out/table.md"
 

@@ -10,7 +10,6 @@ mod common;
 use std::hint::black_box;
 
 use berry::health::{Outcome, now_ms};
-use berry::plugin::strategy::wit;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn strategy_calls(c: &mut Criterion) {
@@ -24,8 +23,8 @@ fn strategy_calls(c: &mut Criterion) {
             let states = route.states(now_ms(), &snapshot.policy);
             group.bench_with_input(BenchmarkId::new(*strategy, size), &size, |b, _| {
                 b.iter(|| {
-                    let request = route.request(false, &[], now_ms());
-                    black_box(route.strategy.select(&request, black_box(&states)).expect("select"))
+                    let request = route.request(false, now_ms());
+                    black_box(route.strategy.select(&request, black_box(&states), &[]).expect("select"))
                 })
             });
         }
@@ -41,14 +40,14 @@ fn strategy_calls(c: &mut Criterion) {
     }
     group.finish();
 
-    // What a request pays per attempt after the answer: health bookkeeping and the
-    // strategy's `observe` (smart_ai keeps a confidence score from it).
+    // What a request pays per attempt after the answer: health bookkeeping, and the
+    // outcome held for the strategy (smart_ai keeps a confidence score from it),
+    // delivered with the next `select` (here, every 64th record delivers them).
     let mut group = c.benchmark_group("strategy_record");
     for size in common::SIZES {
         let route = &snapshot.routes[&common::route_name("smart_ai", size)];
         group.bench_with_input(BenchmarkId::new("smart_ai", size), &size, |b, _| {
-            let request = route.request(false, &[], now_ms());
-            b.iter(|| route.record(black_box(1), Outcome::Success, 12.5, &request, &snapshot.policy))
+            b.iter(|| route.record(black_box(1), Outcome::Success, 12.5, &snapshot.policy))
         });
     }
     group.finish();
@@ -61,9 +60,21 @@ fn strategy_calls(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("smart_ai", size), &size, |b, _| {
             b.iter(|| {
                 let now = now_ms();
-                let states: Vec<wit::BackendState> = route.states(now, &snapshot.policy);
-                let request = route.request(false, &[], now);
-                black_box(route.sanitize(route.strategy.select(&request, &states).expect("select")))
+                let states: Vec<f64> = route.states(now, &snapshot.policy);
+                let request = route.request(false, now);
+                black_box(route.sanitize(route.strategy.select(&request, &states, &[]).expect("select")))
+            })
+        });
+        // A request's whole strategy work: the select phase, then its one attempt's
+        // outcome (which the next iteration's `select` carries to the plugin).
+        group.bench_with_input(BenchmarkId::new("smart_ai_with_outcome", size), &size, |b, _| {
+            b.iter(|| {
+                let now = now_ms();
+                let states: Vec<f64> = route.states(now, &snapshot.policy);
+                let request = route.request(false, now);
+                let (order, _) = route.sanitize(route.strategy.select(&request, &states, &[]).expect("select"));
+                route.record(order[0], Outcome::Success, 12.5, &snapshot.policy);
+                black_box(order)
             })
         });
     }

@@ -10,7 +10,6 @@ use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Duration;
 
-use berry::health::now_ms;
 use berry::relay::stream::{Finish, Relay, Upstream, relay_stream};
 use berry::server::context::RequestLog;
 use bytes::Bytes;
@@ -43,7 +42,6 @@ fn sse(c: &mut Criterion) {
                 let finish = Finish::new(
                     route.clone(),
                     0,
-                    route.request(true, &[], now_ms()),
                     snapshot.policy,
                     Upstream {
                         first_byte_ms: 3.0,

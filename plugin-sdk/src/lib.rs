@@ -39,7 +39,7 @@ pub mod strategy;
 /// The version of the WIT contract (`berry:gateway@…`) this SDK implements, as the
 /// bytes stamped into every plugin (see `__stamp_version!`).
 #[doc(hidden)]
-pub const __VERSION_STAMP: [u8; 5] = *b"0.1.0";
+pub const __VERSION_STAMP: [u8; 5] = *b"0.2.0";
 
 /// The version of the WIT contract (`berry:gateway@…`) this SDK implements.
 /// The host refuses plugins built against an incompatible version.

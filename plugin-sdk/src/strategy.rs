@@ -5,8 +5,104 @@ use std::cell::RefCell;
 
 use crate::bindings::strategy::exports::berry::gateway::strategy as wit;
 
-pub use crate::bindings::strategy::berry::gateway::types::{BillingMode, Circuit, ErrorCounts, Outcome};
-pub use wit::{BackendInfo, BackendState, Explanation, Request, RouteInfo};
+pub use crate::bindings::strategy::berry::gateway::types::{BillingMode, Circuit, Outcome};
+pub use wit::{BackendInfo, Explanation, Request, RouteInfo};
+
+/// The error counters the host keeps per backend, since the gateway started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ErrorCounts {
+    pub network: u32,
+    pub timeout: u32,
+    pub auth: u32,
+    pub rate_limit: u32,
+    pub server: u32,
+    pub model: u32,
+}
+
+/// The live state of one backend, as the host knows it now.
+///
+/// The host sends it as 16 numbers per backend (the contract's flat layout, cheap to
+/// cross the sandbox); the SDK reads them back into this.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendState {
+    /// False while the circuit is open, or before a backend has recovered.
+    pub healthy: bool,
+    pub circuit: Circuit,
+    /// Share of its weight the backend should get while recovering: 0.1, 0.3, 0.5,
+    /// then 1.0 once fully recovered (1.0 when never failed).
+    pub recovery_factor: f64,
+    /// Moving average of successful attempt latency, in ms; `None` until the first success.
+    pub latency_ms: Option<f64>,
+    /// Requests currently in flight on this backend.
+    pub in_flight: u32,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Wall-clock time of the last failure in ms since the epoch; 0 if never.
+    pub last_failure_ms: u64,
+    /// Failure counts by class.
+    pub errors: ErrorCounts,
+    /// The score this strategy asked the host to keep for the backend (see
+    /// [`Strategy::observe`]); `None` until the first.
+    pub score: Option<f64>,
+    /// Wall-clock time the score was last written, ms since the epoch; 0 if never.
+    pub score_updated_ms: u64,
+}
+
+/// The contract's flat layouts (`wit/berry.wit`): 16 numbers per backend state,
+/// 21 per outcome.
+mod flat {
+    use super::{BackendState, Circuit, ErrorCounts, Outcome};
+
+    pub const STATE: usize = 16;
+    pub const OUTCOME: usize = 5 + STATE;
+
+    pub fn state(n: &[f64]) -> BackendState {
+        let at = |i: usize| n.get(i).copied().unwrap_or(f64::NAN);
+        let some = |x: f64| x.is_finite().then_some(x);
+        let whole = |x: f64| if x.is_finite() && x > 0.0 { x as u64 } else { 0 };
+        let count = |i: usize| whole(at(i)) as u32;
+        BackendState {
+            healthy: at(0) == 1.0,
+            circuit: match at(1) as u8 {
+                1 => Circuit::Open,
+                2 => Circuit::HalfOpen,
+                _ => Circuit::Closed,
+            },
+            recovery_factor: at(2),
+            latency_ms: some(at(3)),
+            in_flight: count(4),
+            consecutive_failures: count(5),
+            last_failure_ms: whole(at(6)),
+            score: some(at(7)),
+            score_updated_ms: whole(at(8)),
+            errors: ErrorCounts {
+                network: count(9),
+                timeout: count(10),
+                auth: count(11),
+                rate_limit: count(12),
+                server: count(13),
+                model: count(14),
+            },
+        }
+    }
+
+    pub fn states(numbers: &[f64]) -> Vec<BackendState> {
+        numbers.chunks_exact(STATE).map(state).collect()
+    }
+
+    pub fn outcome(code: f64) -> Outcome {
+        match code as u8 {
+            0 => Outcome::Success,
+            1 => Outcome::Network,
+            2 => Outcome::Timeout,
+            3 => Outcome::Auth,
+            4 => Outcome::RateLimit,
+            5 => Outcome::Server,
+            6 => Outcome::Model,
+            _ => Outcome::Client,
+        }
+    }
+}
 
 /// A backend-selection strategy.
 ///
@@ -108,6 +204,13 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The tags of the authenticated caller (from the auth policy). Asked of the
+    /// host on each call (strategies that never look never pay for the strings):
+    /// keep the answer if you look more than once. Empty outside `select`.
+    pub fn user_tags(&self) -> Vec<String> {
+        crate::bindings::strategy::berry::gateway::host::caller_tags()
+    }
+
     /// Number of backends of the route (enabled or not).
     pub fn len(&self) -> u32 {
         self.states.len().min(self.route.backends.len()) as u32
@@ -248,23 +351,52 @@ thread_local! {
     static LOADED: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
 }
 
-fn with_loaded<T: Strategy, R>(
-    request: &Request,
-    states: &[BackendState],
-    default: R,
-    f: impl FnOnce(&T, &Context) -> R,
-) -> R {
+fn with_loaded<T: Strategy, R>(default: R, f: impl FnOnce(&Loaded<T>) -> R) -> R {
     LOADED.with(|cell| {
         let borrowed = cell.borrow();
-        let Some(loaded) = borrowed.as_ref().and_then(|b| b.downcast_ref::<Loaded<T>>()) else {
-            return default;
-        };
-        let Some(route) = loaded.routes.get(request.route as usize) else {
-            return default;
-        };
-        let ctx = Context { route, request, states };
-        f(&loaded.plugin, &ctx)
+        match borrowed.as_ref().and_then(|b| b.downcast_ref::<Loaded<T>>()) {
+            Some(loaded) => f(loaded),
+            None => default,
+        }
     })
+}
+
+/// The scores a batch of outcomes gave, per (route, backend): what later outcomes
+/// of the batch and the ranking that follows see.
+type Learnt = Vec<((u32, u32), (f64, u64))>;
+
+/// `observe` each outcome of a batch (21 numbers each), oldest first, each seeing
+/// the scores the earlier ones gave. One score per outcome; NaN for none.
+fn observe_batch<T: Strategy>(loaded: &Loaded<T>, outcomes: &[f64]) -> (Vec<f64>, Learnt) {
+    let mut scores = Vec::with_capacity(outcomes.len() / flat::OUTCOME);
+    let mut learnt: Learnt = Vec::new();
+    for n in outcomes.chunks_exact(flat::OUTCOME) {
+        let (route, backend, at) = (n[0] as u32, n[1] as u32, n[4] as u64);
+        let mut state = flat::state(&n[5..]);
+        if let Some((_, (score, when))) = learnt.iter().find(|(key, _)| *key == (route, backend)) {
+            (state.score, state.score_updated_ms) = (Some(*score), *when);
+        }
+        let score = loaded.routes.get(route as usize).and_then(|r| {
+            let info = r.backends.get(backend as usize)?;
+            let request = Request { route, sequence: 0, random: 0, now_ms: at, stream: false };
+            let observation = Observation {
+                route: r,
+                request: &request,
+                backend,
+                info,
+                state: &state,
+                outcome: flat::outcome(n[2]),
+                latency_ms: n[3],
+            };
+            loaded.plugin.observe(&observation)
+        });
+        scores.push(score.unwrap_or(f64::NAN));
+        if let Some(score) = score.filter(|s| s.is_finite()) {
+            learnt.retain(|(key, _)| *key != (route, backend));
+            learnt.push(((route, backend), (score, at)));
+        }
+    }
+    (scores, learnt)
 }
 
 #[doc(hidden)]
@@ -276,31 +408,38 @@ pub fn __configure<T: Strategy>(config: String, routes: Vec<RouteInfo>) -> Resul
 }
 
 #[doc(hidden)]
-pub fn __select<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<u32> {
-    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.select(ctx))
-}
-
-#[doc(hidden)]
-pub fn __observe<T: Strategy>(
-    request: Request,
-    backend: u32,
-    outcome: Outcome,
-    latency_ms: f64,
-    state: BackendState,
-) -> Option<f64> {
-    LOADED.with(|cell| {
-        let borrowed = cell.borrow();
-        let loaded = borrowed.as_ref()?.downcast_ref::<Loaded<T>>()?;
-        let route = loaded.routes.get(request.route as usize)?;
-        let info = route.backends.get(backend as usize)?;
-        let observation = Observation { route, request: &request, backend, info, state: &state, outcome, latency_ms };
-        loaded.plugin.observe(&observation)
+pub fn __select<T: Strategy>(request: Request, states: Vec<f64>, outcomes: Vec<f64>) -> wit::Selection {
+    let unanswered = || wit::Selection { order: Vec::new(), scores: vec![f64::NAN; outcomes.len() / flat::OUTCOME] };
+    with_loaded::<T, _>(unanswered(), |loaded| {
+        let (scores, learnt) = observe_batch(loaded, &outcomes);
+        let Some(route) = loaded.routes.get(request.route as usize) else {
+            return wit::Selection { order: Vec::new(), scores };
+        };
+        let mut states = flat::states(&states);
+        for ((r, backend), (score, at)) in learnt {
+            if r == request.route
+                && let Some(state) = states.get_mut(backend as usize)
+            {
+                (state.score, state.score_updated_ms) = (Some(score), at);
+            }
+        }
+        let ctx = Context { route, request: &request, states: &states };
+        wit::Selection { order: loaded.plugin.select(&ctx), scores }
     })
 }
 
 #[doc(hidden)]
-pub fn __explain<T: Strategy>(request: Request, states: Vec<BackendState>) -> Vec<Explanation> {
-    with_loaded::<T, _>(&request, &states, Vec::new(), |p, ctx| p.explain(ctx))
+pub fn __observe<T: Strategy>(outcomes: Vec<f64>) -> Vec<f64> {
+    with_loaded::<T, _>(vec![f64::NAN; outcomes.len() / flat::OUTCOME], |loaded| observe_batch(loaded, &outcomes).0)
+}
+
+#[doc(hidden)]
+pub fn __explain<T: Strategy>(request: Request, states: Vec<f64>) -> Vec<Explanation> {
+    with_loaded::<T, _>(Vec::new(), |loaded| {
+        let Some(route) = loaded.routes.get(request.route as usize) else { return Vec::new() };
+        let states = flat::states(&states);
+        loaded.plugin.explain(&Context { route, request: &request, states: &states })
+    })
 }
 
 /// Export a [`Strategy`] implementation as the plugin's strategy.
@@ -343,22 +482,17 @@ macro_rules! export_strategy {
             }
             fn select(
                 request: $crate::strategy::Request,
-                states: ::std::vec::Vec<$crate::strategy::BackendState>,
-            ) -> ::std::vec::Vec<u32> {
-                $crate::strategy::__select::<$ty>(request, states)
+                states: ::std::vec::Vec<f64>,
+                outcomes: ::std::vec::Vec<f64>,
+            ) -> $crate::bindings::strategy::exports::berry::gateway::strategy::Selection {
+                $crate::strategy::__select::<$ty>(request, states, outcomes)
             }
-            fn observe(
-                request: $crate::strategy::Request,
-                backend: u32,
-                outcome: $crate::strategy::Outcome,
-                latency_ms: f64,
-                state: $crate::strategy::BackendState,
-            ) -> ::std::option::Option<f64> {
-                $crate::strategy::__observe::<$ty>(request, backend, outcome, latency_ms, state)
+            fn observe(outcomes: ::std::vec::Vec<f64>) -> ::std::vec::Vec<f64> {
+                $crate::strategy::__observe::<$ty>(outcomes)
             }
             fn explain(
                 request: $crate::strategy::Request,
-                states: ::std::vec::Vec<$crate::strategy::BackendState>,
+                states: ::std::vec::Vec<f64>,
             ) -> ::std::vec::Vec<$crate::strategy::Explanation> {
                 $crate::strategy::__explain::<$ty>(request, states)
             }

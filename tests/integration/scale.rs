@@ -72,7 +72,7 @@ async fn twenty_thousand_models_load_with_every_stock_strategy() {
         let snapshot = gateway.snapshot();
         let route = snapshot.routes.get("m19999").expect("the last model");
         let states = route.states(berry::health::now_ms(), &snapshot.policy);
-        let order = route.strategy.select(&route.request(false, &[], berry::health::now_ms()), &states);
+        let order = route.strategy.select(&route.request(false, berry::health::now_ms()), &states, &[]);
         assert_eq!(order.map(|o| o.len()).unwrap_or(0), 2, "{strategy} ranks the last model's backends");
     }
 }

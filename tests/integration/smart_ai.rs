@@ -1,9 +1,9 @@
 //! The stock smart_ai plugin, called directly through the host's plugin API: the
 //! confidence arithmetic of every `[settings.smart_ai]` key, on the real component.
 
-use berry::plugin::strategy::wit::{
-    BackendInfo, BackendState, BillingMode, Circuit, ErrorCounts, Outcome, Request, RouteInfo,
-};
+use berry::plugin::strategy::BackendState;
+use berry::plugin::strategy::flat;
+use berry::plugin::strategy::wit::{BackendInfo, BillingMode, Circuit, Outcome, Request, RouteInfo};
 use berry::plugin::{Limits, StrategyPlugin, Versions, compile, stock};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -42,14 +42,30 @@ fn state(score: Option<f64>, updated: u64) -> BackendState {
         in_flight: 0,
         consecutive_failures: 0,
         last_failure_ms: 0,
-        errors: ErrorCounts { network: 0, timeout: 0, auth: 0, rate_limit: 0, server: 0, model: 0 },
+        errors: [0; 6],
         score,
         score_updated_ms: updated,
     }
 }
 
 fn request() -> Request {
-    Request { route: 0, sequence: 0, random: 7, now_ms: NOW, stream: false, user_tags: vec![] }
+    Request { route: 0, sequence: 0, random: 7, now_ms: NOW, stream: false }
+}
+
+/// The states as the plugin gets them: 16 numbers each.
+fn numbers(states: &[BackendState]) -> Vec<f64> {
+    let mut out = Vec::new();
+    states.iter().for_each(|s| s.write(&mut out));
+    out
+}
+
+/// The score `observe` answers for one outcome on backend 0 (`None`: no change).
+fn observe(p: &StrategyPlugin, outcome: Outcome, before: &BackendState) -> Option<f64> {
+    let mut outcomes = Vec::new();
+    flat::outcome(&mut outcomes, 0, 0, outcome, 10.0, NOW, before);
+    let scores = p.observe(&outcomes).expect("observe");
+    assert_eq!(scores.len(), 1, "one score per outcome");
+    Some(scores[0]).filter(|s| !s.is_nan())
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -65,7 +81,7 @@ fn every_error_class_has_its_own_penalty() {
         &[&[]],
     );
     let s = state(Some(0.8), NOW);
-    let observe = |o| p.observe(&request(), 0, o, 10.0, &s).expect("observe");
+    let observe = |o| observe(&p, o, &s);
     assert!(close(observe(Outcome::Success).expect("score"), 0.85));
     for (outcome, penalty) in [
         (Outcome::Network, 0.31),
@@ -84,11 +100,11 @@ fn every_error_class_has_its_own_penalty() {
 #[test]
 fn confidence_is_clamped_and_starts_at_the_initial_value() {
     let p = plugin(r#"{"initial_confidence": 0.6, "min_confidence": 0.2, "enable_time_decay": false}"#, &[&[]]);
-    let fresh = p.observe(&request(), 0, Outcome::Success, 1.0, &state(None, 0)).expect("observe");
+    let fresh = observe(&p, Outcome::Success, &state(None, 0));
     assert!(close(fresh.expect("score"), 0.7), "no score yet: starts from initial_confidence");
-    let floor = p.observe(&request(), 0, Outcome::Auth, 1.0, &state(Some(0.3), NOW)).expect("observe");
+    let floor = observe(&p, Outcome::Auth, &state(Some(0.3), NOW));
     assert!(close(floor.expect("score"), 0.2));
-    let ceiling = p.observe(&request(), 0, Outcome::Success, 1.0, &state(Some(0.98), NOW)).expect("observe");
+    let ceiling = observe(&p, Outcome::Success, &state(Some(0.98), NOW));
     assert!(close(ceiling.expect("score"), 1.0));
 }
 
@@ -97,14 +113,14 @@ fn idle_confidence_decays_toward_the_initial_value() {
     let p = plugin(r#"{"initial_confidence": 0.8, "decay_half_life_seconds": 100}"#, &[&[]]);
     // One half-life idle: 0.2 has come half-way back to 0.8.
     let s = state(Some(0.2), NOW - 100_000);
-    let explained = p.explain(&request(), &[s]).expect("explain");
+    let explained = p.explain(&request(), &numbers(&[s])).expect("explain");
     let confidence = explained[0].factors.iter().find(|(k, _)| k == "confidence").expect("factor").1;
     assert!(close(confidence, 0.5), "{confidence}");
-    let after = p.observe(&request(), 0, Outcome::Success, 1.0, &s).expect("observe").expect("score");
+    let after = observe(&p, Outcome::Success, &s).expect("score");
     assert!(close(after, 0.6), "{after}");
 
     let no_decay = plugin(r#"{"enable_time_decay": false}"#, &[&[]]);
-    let explained = no_decay.explain(&request(), &[s]).expect("explain");
+    let explained = no_decay.explain(&request(), &numbers(&[s])).expect("explain");
     let confidence = explained[0].factors.iter().find(|(k, _)| k == "confidence").expect("factor").1;
     assert!(close(confidence, 0.2));
 }
@@ -119,7 +135,7 @@ fn effective_weight_is_the_product_of_its_factors() {
     recovering.circuit = Circuit::HalfOpen;
     recovering.recovery_factor = 0.3;
     let states = [state(Some(0.95), NOW), state(Some(0.95), NOW), recovering];
-    let e = p.explain(&request(), &states).expect("explain");
+    let e = p.explain(&request(), &numbers(&states)).expect("explain");
     let cf = |c: f64| (c.sqrt() * 0.7 + 0.3f64).min(1.0);
     // Premium: no stability bonus even when confident.
     assert!(close(e[0].weight, cf(0.95)), "{}", e[0].weight);
@@ -161,7 +177,7 @@ fn an_unhealthy_per_request_backend_keeps_a_tenth_of_its_weight() {
     down.healthy = false;
     down.circuit = Circuit::Open;
     down.recovery_factor = 0.0;
-    let e = p.explain(&request(), &[state(Some(1.0), NOW), down, down]).expect("explain");
+    let e = p.explain(&request(), &numbers(&[state(Some(1.0), NOW), down, down])).expect("explain");
     assert!(close(e[0].weight, 2.0));
     assert!(close(e[1].weight, 0.2), "per_request, unhealthy: 10%: {}", e[1].weight);
     assert!(close(e[2].weight, 0.0), "per_token, unhealthy: skipped: {}", e[2].weight);

@@ -34,7 +34,7 @@ impl Strategy for TagRouter {
     fn select(&self, ctx: &Context) -> Vec<u32> {
         let weights: Vec<f64> = (0..ctx.len()).map(|i| ctx.recovering_weight(i)).collect();
         let order = weighted_order(&ctx.usable(), &weights, ctx.request.random);
-        let wanted = ctx.request.user_tags.iter().find_map(|t| self.routes.get(t));
+        let wanted = ctx.user_tags().iter().find_map(|t| self.routes.get(t));
         let Some(wanted) = wanted else { return order };
         // Matching backends first; `sort_by_key` is stable, so each group keeps
         // its weighted order.

@@ -71,6 +71,8 @@ async fn tick(
     gateway: &Arc<Gateway>,
     memory: &mut Memory,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    // Scores shared below include every outcome so far.
+    gateway.snapshot().deliver_outcomes();
     let now = now_ms();
     let me = cluster.settings.replica_name.as_str();
     if memory.backends.len() != gateway.health.count() {

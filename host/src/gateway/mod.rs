@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 pub use provider::ProviderRuntime;
-pub use route::{Explained, Route, RouteBackend, Target, to_wit_state};
+pub use route::{Explained, Route, RouteBackend, Target, backend_state};
 pub use series::Attempted;
 pub use snapshot::{Shared, Snapshot, wit_routes, wit_users};
 
@@ -113,6 +113,7 @@ impl Gateway {
             listen: Mutex::new(None),
         });
         probe::spawn(Arc::downgrade(&gateway));
+        spawn_outcome_delivery(Arc::downgrade(&gateway));
         crate::memory::spawn_trimmer(Arc::downgrade(&gateway.metrics));
         Ok(gateway)
     }
@@ -319,6 +320,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Start (or reuse) an embedded mock for every enabled `mock://` provider; returns
 /// each mock URL's real base URL.
+/// Attempts' outcomes ride to their strategy with the next `select`; when no request
+/// comes, this delivers them, so that a kept score (shown, shared with the fleet)
+/// lags its outcome by 100 ms at most.
+fn spawn_outcome_delivery(gateway: std::sync::Weak<Gateway>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(gateway) = gateway.upgrade() else { return };
+            gateway.snapshot().deliver_outcomes();
+        }
+    });
+}
+
 async fn start_mocks(
     mocks: &Mutex<HashMap<String, MockServer>>,
     config: &Config,

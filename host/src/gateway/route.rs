@@ -10,7 +10,7 @@ use crate::config::{Backend, BillingMode};
 use crate::health::{BackendHealth, CircuitPolicy, CircuitView, ErrorClass, Outcome, now_ms};
 use crate::metrics::Metrics;
 use crate::plugin::StrategyPlugin;
-use crate::plugin::strategy::wit;
+use crate::plugin::strategy::{BackendState, flat, wit};
 use crate::relay::Endpoint;
 use crate::relay::plan::Plan;
 
@@ -113,21 +113,24 @@ const ESTIMATE_DRAWS: u32 = 400;
 const ESTIMATE_FOR_MS: u64 = 2_000;
 
 impl Route {
-    /// The live state of every backend, parallel to `backends`, as the WIT records
-    /// a strategy receives.
-    pub fn states(&self, now: u64, policy: &CircuitPolicy) -> Vec<wit::BackendState> {
-        self.backends.iter().map(|b| to_wit_state(&b.health, now, policy)).collect()
+    /// The live state of every backend, 16 numbers each in backend order: what a
+    /// strategy receives (`flat`).
+    pub fn states(&self, now: u64, policy: &CircuitPolicy) -> Vec<f64> {
+        let mut out = Vec::with_capacity(self.backends.len() * flat::STATE);
+        for b in &self.backends {
+            backend_state(&b.health, now, policy).write(&mut out);
+        }
+        out
     }
 
     /// The request record for one client request; takes the next sequence number.
-    pub fn request(&self, stream: bool, user_tags: &[String], now: u64) -> wit::Request {
+    pub fn request(&self, stream: bool, now: u64) -> wit::Request {
         wit::Request {
             route: self.strategy_index,
             sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
             random: fastrand::u64(..),
             now_ms: now,
             stream,
-            user_tags: user_tags.to_vec(),
         }
     }
 
@@ -138,6 +141,8 @@ impl Route {
     /// marked as estimated (and kept for two seconds: never on a relayed request's
     /// path).
     pub fn explain(&self, now: u64, policy: &CircuitPolicy) -> Result<Explained, crate::plugin::PluginError> {
+        // The outcomes still waiting for a request to carry them count too.
+        self.strategy.flush();
         let states = self.states(now, policy);
         let request = self.probe_request(now);
         let rows = self.strategy.explain(&request, &states)?;
@@ -164,27 +169,27 @@ impl Route {
             random: 0,
             now_ms: now,
             stream: false,
-            user_tags: Vec::new(),
         }
     }
 
     /// The host's own order, used when the strategy plugin fails: enabled backends,
     /// healthy ones first by priority then weight, then the unhealthy ones least
     /// recently failed first.
-    pub fn fallback_order(&self, states: &[wit::BackendState]) -> Vec<u32> {
+    pub fn fallback_order(&self, states: &[f64]) -> Vec<u32> {
+        let state = |i: usize| states.get(i * flat::STATE..).unwrap_or(&[]);
         let mut healthy: Vec<u32> = Vec::new();
         let mut unhealthy: Vec<u32> = Vec::new();
         for (i, b) in self.backends.iter().enumerate() {
             if !b.enabled() {
                 continue;
             }
-            if states.get(i).is_some_and(|s| s.healthy) { healthy.push(i as u32) } else { unhealthy.push(i as u32) }
+            if flat::healthy(state(i)) { healthy.push(i as u32) } else { unhealthy.push(i as u32) }
         }
         healthy.sort_by(|&a, &b| {
             let (x, y) = (&self.backends[a as usize].config, &self.backends[b as usize].config);
             x.priority.cmp(&y.priority).then(y.weight.total_cmp(&x.weight))
         });
-        unhealthy.sort_by_key(|&i| states.get(i as usize).map_or(0, |s| s.last_failure_ms));
+        unhealthy.sort_by_key(|&i| flat::last_failure_ms(state(i as usize)));
         healthy.extend(unhealthy);
         healthy
     }
@@ -225,19 +230,16 @@ impl Route {
             .map(|i| i as u32)
     }
 
-    /// Record one attempt: health first, then the strategy's `observe`, whose
-    /// answer (if any) becomes the backend's kept score.
-    pub fn record(
-        &self,
-        index: u32,
-        outcome: Outcome,
-        latency_ms: f64,
-        request: &wit::Request,
-        policy: &CircuitPolicy,
-    ) {
+    /// Record one attempt: health first, then the outcome goes to the strategy
+    /// (with its next `select`), whose answer (if any) becomes the backend's kept score.
+    pub fn record(&self, index: u32, outcome: Outcome, latency_ms: f64, policy: &CircuitPolicy) {
         let Some(backend) = self.backends.get(index as usize) else { return };
         let now = now_ms();
-        let before = to_wit_state(&backend.health, now, policy);
+        if !self.strategy.compiled().observes {
+            backend.health.record(outcome, latency_ms, now, policy);
+            return;
+        }
+        let before = backend_state(&backend.health, now, policy);
         backend.health.record(outcome, latency_ms, now, policy);
         let wit_outcome = match outcome {
             Outcome::Success => wit::Outcome::Success,
@@ -251,18 +253,14 @@ impl Route {
                 ErrorClass::Model => wit::Outcome::Model,
             },
         };
-        match self.strategy.observe(request, index, wit_outcome, latency_ms, &before) {
-            Ok(Some(score)) => backend.health.set_score(score, now),
-            Ok(None) => {}
-            Err(crate::plugin::PluginError::Quarantined { .. }) => {}
-            Err(e) => tracing::warn!(plugin = &**self.strategy.name(), "observe failed: {e}"),
-        }
+        self.strategy.note(self.strategy_index, index, wit_outcome, latency_ms, now, &before, &backend.health);
     }
 }
 
-pub fn to_wit_state(health: &BackendHealth, now: u64, policy: &CircuitPolicy) -> wit::BackendState {
+/// What a strategy sees of a backend now.
+pub fn backend_state(health: &BackendHealth, now: u64, policy: &CircuitPolicy) -> BackendState {
     let v = health.view(now, policy);
-    wit::BackendState {
+    BackendState {
         healthy: v.healthy(now),
         circuit: match v.circuit {
             CircuitView::Closed => wit::Circuit::Closed,
@@ -274,14 +272,8 @@ pub fn to_wit_state(health: &BackendHealth, now: u64, policy: &CircuitPolicy) ->
         in_flight: v.in_flight,
         consecutive_failures: v.consecutive_failures,
         last_failure_ms: v.last_failure_ms,
-        errors: wit::ErrorCounts {
-            network: v.errors[ErrorClass::Network as usize],
-            timeout: v.errors[ErrorClass::Timeout as usize],
-            auth: v.errors[ErrorClass::Auth as usize],
-            rate_limit: v.errors[ErrorClass::RateLimit as usize],
-            server: v.errors[ErrorClass::Server as usize],
-            model: v.errors[ErrorClass::Model as usize],
-        },
+        // Indexed by `ErrorClass`, the order the contract lists them in.
+        errors: v.errors,
         score: v.score,
         score_updated_ms: v.score_updated_ms,
     }

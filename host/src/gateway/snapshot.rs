@@ -59,6 +59,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Deliver the outcomes waiting for each strategy (`StrategyPlugin::flush`): before
+    /// kept scores are shown or shared, and every 100 ms when no request carries them.
+    pub fn deliver_outcomes(&self) {
+        for strategy in self.strategies.values() {
+            strategy.flush();
+        }
+    }
+
     /// Build and smoke-test a snapshot. `base_url` resolves a provider's base URL
     /// (it maps `mock://` URLs to the embedded mocks). Fails without side effects
     /// on the running gateway.

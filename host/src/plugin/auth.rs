@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-use super::bindings::auth::{AuthPlugin as Bindings, AuthPluginPre};
+use super::bindings::auth::{AuthPlugin as Current, AuthPluginPre as CurrentPre};
+use super::bindings::v0_1::auth::{AuthPlugin as Old, AuthPluginPre as OldPre};
 use super::engine::{CompiledPlugin, PluginEngine};
 use super::loaded::{Kind, Loaded};
 use super::pool::CallStats;
@@ -23,11 +24,36 @@ pub mod wit {
     };
 }
 
+/// One loaded policy, whichever contract it was built for (a 0.1 policy answers
+/// through the adapter in `v0_1.rs`).
+pub enum Bindings {
+    Current(Current),
+    V0_1(Old),
+}
+
+pub enum Pre {
+    Current(CurrentPre<HostState>),
+    V0_1(OldPre<HostState>),
+}
+
+impl Bindings {
+    pub fn authorize(
+        &self,
+        store: &mut Store<HostState>,
+        request: &wit::AuthRequest,
+    ) -> wasmtime::Result<Result<wit::Principal, wit::Denial>> {
+        match self {
+            Bindings::Current(b) => b.berry_gateway_auth().call_authorize(store, request),
+            Bindings::V0_1(b) => super::v0_1::authorize(b, store, request),
+        }
+    }
+}
+
 pub struct AuthKind;
 
 impl Kind for AuthKind {
     type Bindings = Bindings;
-    type Pre = AuthPluginPre<HostState>;
+    type Pre = Pre;
     type Data = Vec<wit::UserInfo>;
     /// The request headers the policy reads.
     type Answer = Vec<String>;
@@ -52,10 +78,22 @@ impl Kind for AuthKind {
         &pe.auth_linker
     }
     fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        AuthPluginPre::new(instance_pre)
+        match CurrentPre::new(instance_pre.clone()) {
+            Ok(pre) => Ok(Pre::Current(pre)),
+            Err(current) => OldPre::new(instance_pre).map(Pre::V0_1).map_err(|_| current),
+        }
+    }
+    fn contract(pre: &Self::Pre) -> &'static str {
+        match pre {
+            Pre::Current(_) => super::version::WIT_VERSION,
+            Pre::V0_1(_) => "0.1.0",
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Bindings> {
-        pre.instantiate(store)
+        match pre {
+            Pre::Current(pre) => pre.instantiate(store).map(Bindings::Current),
+            Pre::V0_1(pre) => pre.instantiate(store).map(Bindings::V0_1),
+        }
     }
     fn configure(
         b: &Bindings,
@@ -63,7 +101,10 @@ impl Kind for AuthKind {
         config: &str,
         users: &Self::Data,
     ) -> wasmtime::Result<Result<Vec<String>, String>> {
-        b.berry_gateway_auth().call_configure(store, config, users)
+        match b {
+            Bindings::Current(b) => b.berry_gateway_auth().call_configure(store, config, users),
+            Bindings::V0_1(b) => super::v0_1::configure_auth(b, store, config, users),
+        }
     }
 }
 
@@ -164,6 +205,11 @@ impl AuthPlugin {
         &self.loaded.pool.stats
     }
 
+    /// The contract the policy was built for ("0.2.0", or "0.1.0" through the adapter).
+    pub fn contract(&self) -> &'static str {
+        self.loaded.contract()
+    }
+
     /// The request headers (lowercase names) the policy asked to see.
     pub fn headers(&self) -> &[String] {
         &self.loaded.answer
@@ -185,10 +231,9 @@ impl AuthPlugin {
         // Neutral input: no credentials. A working policy answers it (with a denial).
         let recheck = |store: &mut Store<HostState>, b: &Bindings| {
             let neutral = wit::AuthRequest { token: String::new(), model: String::new(), headers: Vec::new() };
-            b.berry_gateway_auth().call_authorize(store, &neutral).map(drop)
+            b.authorize(store, &neutral).map(drop)
         };
-        let answer =
-            self.loaded.call(|store, b| b.berry_gateway_auth().call_authorize(store, &request), Some(&recheck))?;
+        let answer = self.loaded.call(|store, b| b.authorize(store, &request), Some(&recheck))?;
         Ok(answer.map(|principal| {
             let principal = Arc::new(principal);
             if caching {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use super::bindings::{auth as auth_world, strategy as strategy_world};
+use super::bindings::{auth as auth_world, strategy as strategy_world, v0_1};
 use super::pool::CallStats;
 use super::sandbox::HostState;
 use super::{PluginError, cache, version};
@@ -163,6 +163,14 @@ impl PluginEngine {
         .map_err(|e| format!("linking the strategy world: {e:#}"))?;
         auth_world::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
             .map_err(|e| format!("linking the auth world: {e:#}"))?;
+        // The frozen 0.1 contract's imports, for plugins built against it.
+        v0_1::strategy::StrategyPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut strategy_linker,
+            |s| s,
+        )
+        .map_err(|e| format!("linking the 0.1 strategy world: {e:#}"))?;
+        v0_1::auth::AuthPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut auth_linker, |s| s)
+            .map_err(|e| format!("linking the 0.1 auth world: {e:#}"))?;
         for linker in [&mut strategy_linker, &mut auth_linker] {
             super::wasi::add_to_linker(linker).map_err(|e| format!("linking WASI: {e:#}"))?;
         }

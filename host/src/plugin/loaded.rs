@@ -7,6 +7,7 @@ use wasmtime::component::InstancePre;
 use super::engine::{CompiledPlugin, PluginEngine, engine, linker_for};
 use super::pool::{Pool, Recheck, Warm, describe};
 use super::sandbox::{HostState, arm, arm_with, new_store};
+use super::version::WIT_VERSION;
 use super::{Limits, PluginError};
 
 /// Instances made when a plugin is loaded: one per core (calls are synchronous, so
@@ -32,7 +33,11 @@ pub trait Kind {
     fn input_bytes(data: &Self::Data) -> usize;
 
     fn base_linker(pe: &PluginEngine) -> &wasmtime::component::Linker<HostState>;
+    /// The typed world of a linked component: the current contract's, else the
+    /// frozen 0.1's (called through its adapter).
     fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre>;
+    /// The contract version `pre` speaks.
+    fn contract(pre: &Self::Pre) -> &'static str;
     fn instantiate(pre: &Self::Pre, store: &mut wasmtime::Store<HostState>) -> wasmtime::Result<Self::Bindings>;
     fn configure(
         bindings: &Self::Bindings,
@@ -69,10 +74,16 @@ impl<K: Kind> Loaded<K> {
         let linker =
             linker_for(K::base_linker(pe), &compiled.component).map_err(|e| load_err(format!("cannot link: {e:#}")))?;
         let instance_pre = linker.instantiate_pre(&compiled.component).map_err(|e| {
-            load_err(format!("not a Berry {} plugin for this gateway (berry:gateway@0.1.0): {e:#}", K::NAME))
+            load_err(format!(
+                "not a Berry {} plugin for this gateway (berry:gateway@{WIT_VERSION} or @0.1.0): {e:#}",
+                K::NAME
+            ))
         })?;
         let pre = K::pre(instance_pre).map_err(|e| {
-            load_err(format!("does not export the {} interface of berry:gateway@0.1.0: {e:#}", K::NAME))
+            load_err(format!(
+                "does not export the {} interface of berry:gateway@{WIT_VERSION} (or @0.1.0): {e:#}",
+                K::NAME
+            ))
         })?;
         let pool = Pool::new(compiled.name.clone(), limits, compiled.stats.clone());
         let (warm, answer) = make::<K>(&pre, &compiled, &limits, &config_json, &data)?;
@@ -90,6 +101,11 @@ impl<K: Kind> Loaded<K> {
             pool.put(result?.0);
         }
         Ok(Loaded { compiled, pre, limits, config_json, data, answer, pool })
+    }
+
+    /// The contract version the plugin was built for.
+    pub fn contract(&self) -> &'static str {
+        K::contract(&self.pre)
     }
 
     /// What `configure` was given besides the plugin's JSON config (routes, users).

@@ -6,6 +6,7 @@
 //! - `sandbox.rs`: the single builder of plugin stores; every limit is applied there.
 //! - `pool.rs`: warm, configured instances reused across calls; a trapped one is dropped.
 //! - `strategy.rs` / `auth.rs`: typed handles for the two plugin kinds.
+//! - `v0_1.rs`: the adapter that serves plugins built for the frozen contract 0.1.
 //! - `stock.rs`: the stock plugins embedded in the binary by `build.rs`.
 
 pub mod auth;
@@ -18,6 +19,7 @@ mod sandbox;
 pub mod stock;
 pub mod strategy;
 pub mod trial;
+mod v0_1;
 pub mod version;
 mod wasi;
 

@@ -8,6 +8,7 @@ use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
 
 use super::Limits;
 use super::bindings::strategy::berry::gateway::{host, types};
+use super::bindings::v0_1::strategy::berry::gateway as v0_1;
 use super::engine::{EPOCH_TICK, PluginEngine};
 
 /// What a plugin's store holds: its name (for its log lines), its limits, its WASI
@@ -24,6 +25,11 @@ pub struct HostState {
     /// The budget of the call under way, and the memory cap: named in the error
     /// when the plugin runs out of one.
     pub budget: Budget,
+    /// The tags of the caller whose request `select` ranks (`host.caller-tags`),
+    /// meaningful only while `in_select`: kept between calls so that copying the
+    /// next caller's reuses the buffers.
+    caller_tags: Vec<String>,
+    in_select: bool,
 }
 
 /// What one call may use, as the error message of a plugin that ran out names it.
@@ -39,6 +45,35 @@ impl HostState {
     pub fn plugin(&self) -> &str {
         &self.plugin
     }
+
+    /// The tags of the caller whose request is being ranked (none outside `select`).
+    pub fn caller_tags(&self) -> &[String] {
+        if self.in_select { &self.caller_tags } else { &[] }
+    }
+
+    /// Run `call` with `tags` as the caller's (what `host.caller-tags` answers).
+    pub fn with_caller<R>(
+        store: &mut Store<HostState>,
+        tags: &[String],
+        call: impl FnOnce(&mut Store<HostState>) -> R,
+    ) -> R {
+        let state = store.data_mut();
+        copy_reusing(&mut state.caller_tags, tags);
+        state.in_select = true;
+        let result = call(store);
+        store.data_mut().in_select = false;
+        result
+    }
+}
+
+/// `Vec::clone_from` for a slice: reuses the vector's strings and their buffers.
+fn copy_reusing(to: &mut Vec<String>, from: &[String]) {
+    to.truncate(from.len());
+    let kept = to.len();
+    for (to, from) in to.iter_mut().zip(from) {
+        to.clone_from(from);
+    }
+    to.extend(from[kept..].iter().cloned());
 }
 
 impl wasmtime_wasi::WasiView for HostState {
@@ -69,6 +104,8 @@ pub fn new_store(
             .build(),
         last_panic: None,
         budget: Budget { fuel: limits.fuel, deadline: limits.deadline, memory_bytes: limits.memory_bytes },
+        caller_tags: Vec::new(),
+        in_select: false,
     };
     let mut store = Store::new(&pe.engine, state);
     store.limiter(|s| &mut s.limits);
@@ -120,5 +157,30 @@ impl host::Host for HostState {
 
     fn now_ms(&mut self) -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn caller_tags(&mut self) -> Vec<String> {
+        HostState::caller_tags(self).to_vec()
+    }
+}
+
+// The frozen contract 0.1.0 imports the same services (without `caller-tags`).
+impl v0_1::types::Host for HostState {}
+
+impl v0_1::host::Host for HostState {
+    fn log(&mut self, level: v0_1::host::Level, message: String) {
+        use v0_1::host::Level as Old;
+        let level = match level {
+            Old::Trace => host::Level::Trace,
+            Old::Debug => host::Level::Debug,
+            Old::Info => host::Level::Info,
+            Old::Warn => host::Level::Warn,
+            Old::Error => host::Level::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        host::Host::now_ms(self)
     }
 }

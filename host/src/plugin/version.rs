@@ -8,7 +8,9 @@ use wasmparser::{Parser, Payload};
 use super::PluginError;
 
 /// The WIT contract this gateway speaks.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+/// The contract versions it loads: its own, and the frozen ones it adapts.
+pub const LOADED_VERSIONS: &[&str] = &[WIT_VERSION, "0.1.0"];
 const SECTION: &str = "berry:sdk-version";
 
 /// Written by `export_strategy!`: "0" when the strategy's `observe` may be skipped.
@@ -69,17 +71,18 @@ fn sections(bytes: &[u8], name: &str) -> Result<Vec<String>, String> {
     Ok(found)
 }
 
-/// Same major version; while at 0.x, the same minor too (semver for 0.x).
+/// Semver-compatible with a version the gateway loads: the same major version;
+/// while at 0.x, the same minor too (semver for 0.x).
 fn compatible(version: &str) -> bool {
     let parts = |v: &str| -> Option<(u64, u64)> {
         let mut it = v.split('.');
         Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
     };
-    match (parts(version), parts(WIT_VERSION)) {
+    LOADED_VERSIONS.iter().any(|loaded| match (parts(version), parts(loaded)) {
         (Some((0, minor)), Some((0, ours))) => minor == ours,
         (Some((major, _)), Some((ours, _))) => major == ours,
         _ => false,
-    }
+    })
 }
 
 /// What a plugin's custom sections say about it, read before compiling.
@@ -96,8 +99,9 @@ pub fn check(plugin: &str, bytes: &[u8]) -> Result<Stamps, PluginError> {
     let found = stamps(bytes).map_err(err)?;
     if let Some(bad) = found.iter().find(|v| !compatible(v)) {
         return Err(err(format!(
-            "was built with berry-plugin-sdk for WIT berry:gateway@{bad}, but this gateway speaks berry:gateway@{WIT_VERSION}: \
-             rebuild the plugin against berry-plugin-sdk {WIT_VERSION}"
+            "was built with berry-plugin-sdk for WIT berry:gateway@{bad}, but this gateway loads berry:gateway@{}: \
+             rebuild the plugin against berry-plugin-sdk {WIT_VERSION}",
+            LOADED_VERSIONS.join(" and @")
         )));
     }
     let observes = sections(bytes, OBSERVES_SECTION).map_err(err)?.iter().all(|v| v != "0");
@@ -110,9 +114,10 @@ mod tests {
 
     #[test]
     fn versions_are_compatible_within_a_0_minor() {
-        assert!(compatible("0.1.0"));
-        assert!(compatible("0.1.7"));
-        assert!(!compatible("0.2.0"));
+        assert!(compatible("0.2.0"));
+        assert!(compatible("0.2.7"));
+        assert!(compatible("0.1.0"), "the frozen 0.1 contract still loads");
+        assert!(!compatible("0.3.0"));
         assert!(!compatible("1.1.0"));
         assert!(!compatible("garbage"));
     }

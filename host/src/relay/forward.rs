@@ -35,7 +35,7 @@ use crate::error::GatewayError;
 use crate::gateway::{Attempted, Route, RouteBackend, Snapshot};
 use crate::health::{ErrorClass, Outcome, now_ms};
 use crate::metrics::genai::Operation;
-use crate::plugin::strategy::wit;
+use crate::plugin::strategy::{flat, wit};
 use crate::server::body::BerryBody;
 use crate::server::context::RequestLog;
 use crate::telemetry::trace::AttemptStart;
@@ -73,8 +73,8 @@ struct Walk<'a> {
     route: &'a Arc<Route>,
     endpoint: Endpoint,
     body: &'a RequestBody,
-    request: wit::Request,
-    states: Vec<wit::BackendState>,
+    /// 16 numbers per backend (`plugin::strategy::flat`).
+    states: Vec<f64>,
     log: &'a mut RequestLog,
     deadline: Instant,
     attempts: u32,
@@ -100,12 +100,12 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
     let settings = &snapshot.config.settings;
     let now = now_ms();
     let states = route.states(now, &snapshot.policy);
-    let request = route.request(body.stream, req.user_tags, now);
+    let request = route.request(body.stream, now);
 
     // === select ===
     let order = match req.pin {
         Some(i) => vec![i],
-        None => select(snapshot, route, &request, &states, log),
+        None => select(snapshot, route, &request, &states, req.user_tags, log),
     };
     // `select` names the reason when it fell back to the host's order.
     let fallback = log.error;
@@ -121,7 +121,6 @@ pub async fn forward(req: ForwardRequest<'_>) -> Result<Response<BerryBody>, Gat
         route,
         endpoint: req.endpoint,
         body,
-        request,
         states,
         deadline: log.started + settings.request_timeout,
         log,
@@ -165,11 +164,12 @@ fn select(
     snapshot: &Snapshot,
     route: &Route,
     request: &wit::Request,
-    states: &[wit::BackendState],
+    states: &[f64],
+    caller_tags: &[String],
     log: &mut RequestLog,
 ) -> Vec<u32> {
     let strategy = &route.strategy;
-    let reason = match strategy.select(request, states) {
+    let reason = match strategy.select(request, states, caller_tags) {
         Ok(answer) => {
             let (order, dropped) = route.sanitize(answer);
             if dropped > 0 || order.is_empty() {
@@ -262,7 +262,7 @@ impl<'a> Walk<'a> {
             fallback: self.fallback,
         };
         self.log.trace.attempt(start, upstream.headers_mut());
-        self.any_healthy_tried |= self.states.get(index as usize).is_some_and(|s| s.healthy);
+        self.any_healthy_tried |= flat::healthy(self.states.get(index as usize * flat::STATE..).unwrap_or(&[]));
         self.log.backend = Some(backend.label.clone());
         self.log.backend_index = Some(index);
         self.log.attempts = self.attempts;
@@ -293,7 +293,7 @@ impl<'a> Walk<'a> {
             Attempt::Answer(response, outcome, usage, model) => {
                 self.log.trace.set_response_model(model);
                 self.log.trace.end_attempt(outcome, usage);
-                route.record(index, outcome, latency_ms, &self.request, &snapshot.policy);
+                route.record(index, outcome, latency_ms, &snapshot.policy);
                 backend.series.attempted(&snapshot.metrics, &attempted(outcome));
                 count_retries(snapshot, route, self.attempts);
                 if let Some(u) = usage {
@@ -313,11 +313,9 @@ impl<'a> Walk<'a> {
                 route.series.first_byte_seconds(&snapshot.metrics, &route.name).observe(first_byte.as_secs_f64());
                 self.log.first_byte_ms = Some(first_byte.as_secs_f64() * 1000.0);
                 let line = self.log.hand_off();
-                let request = self.request.clone();
                 let finish = Finish::new(
                     route.clone(),
                     index,
-                    request,
                     snapshot.policy,
                     super::stream::Upstream { first_byte_ms: latency_ms, started, operation },
                     in_flight,
@@ -342,7 +340,7 @@ impl<'a> Walk<'a> {
             Attempt::Retry(class, description, retry_after) => {
                 let description = snapshot.redactor.text(&description).into_owned();
                 self.log.trace.end_attempt(Outcome::Failure(class), None);
-                route.record(index, Outcome::Failure(class), latency_ms, &self.request, &snapshot.policy);
+                route.record(index, Outcome::Failure(class), latency_ms, &snapshot.policy);
                 backend.series.attempted(&snapshot.metrics, &attempted(Outcome::Failure(class)));
                 tracing::debug!(backend = %backend.label, class = class.as_str(), "attempt failed: {description}");
                 if class == ErrorClass::RateLimit {

@@ -22,7 +22,6 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::adapter::{Dialect, StreamFault, StreamTranslator, error_body};
 use crate::gateway::Route;
 use crate::health::{CircuitPolicy, ErrorClass, InFlight, Outcome};
-use crate::plugin::strategy::wit;
 use crate::server::body::BerryBody;
 use crate::server::context::RequestLog;
 
@@ -34,7 +33,6 @@ const MAX_PENDING: usize = 256 << 10;
 pub struct Finish {
     route: Arc<Route>,
     index: u32,
-    request: wit::Request,
     policy: CircuitPolicy,
     upstream: Upstream,
     _in_flight: InFlight,
@@ -55,18 +53,17 @@ impl Finish {
     pub fn new(
         route: Arc<Route>,
         index: u32,
-        request: wit::Request,
         policy: CircuitPolicy,
         upstream: Upstream,
         in_flight: InFlight,
         log: RequestLog,
     ) -> Self {
-        Finish { route, index, request, policy, upstream, _in_flight: in_flight, log: Some(log) }
+        Finish { route, index, policy, upstream, _in_flight: in_flight, log: Some(log) }
     }
 
     fn record(mut self, outcome: Outcome, usage: Option<super::usage::Usage>) {
         let Upstream { first_byte_ms, started, operation } = self.upstream;
-        self.route.record(self.index, outcome, first_byte_ms, &self.request, &self.policy);
+        self.route.record(self.index, outcome, first_byte_ms, &self.policy);
         let Some(mut log) = self.log.take() else { return };
         let backend = self.route.backends.get(self.index as usize);
         if let Some(backend) = backend {

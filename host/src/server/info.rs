@@ -100,6 +100,7 @@ pub fn backend_json(b: &crate::gateway::RouteBackend, v: &crate::health::HealthV
 /// latency and error counts. 200 while any route can be served, else 503. (With
 /// `protect_health`, callers without the admin token get [`short_health`].)
 pub fn health(snapshot: &Snapshot) -> Response<BerryBody> {
+    snapshot.deliver_outcomes();
     let now = now_ms();
     let models: Vec<Value> = snapshot
         .route_order

@@ -101,14 +101,19 @@ fn list(gateway: &Gateway) -> Response<BerryBody> {
                 .filter(|r| **r.strategy.name() == **name)
                 .map(|r| r.name.as_str())
                 .collect();
-            let mut v = describe(p.compiled(), "strategy", &limits_of(&snapshot.config, name));
+            let mut v = describe(p.compiled(), p.contract(), "strategy", &limits_of(&snapshot.config, name));
             v["used_by"] = json!(used_by);
             v["file"] = json!(file_of(&snapshot.config, name));
             v
         })
         .collect();
     let mut auth =
-        describe(snapshot.auth.compiled(), "auth", &limits_of(&snapshot.config, &snapshot.config.auth.policy));
+        describe(
+            snapshot.auth.compiled(),
+            snapshot.auth.contract(),
+            "auth",
+            &limits_of(&snapshot.config, &snapshot.config.auth.policy),
+        );
     auth["file"] = json!(file_of(&snapshot.config, &snapshot.config.auth.policy));
     plugins.push(auth);
     // Stock plugins this configuration does not use: a strategy or policy away.
@@ -147,8 +152,10 @@ fn describe_named(gateway: &Gateway, name: &str) -> Value {
     let snapshot = gateway.snapshot();
     let limits = limits_of(&snapshot.config, name);
     match snapshot.strategies.get(name) {
-        Some(p) => describe(p.compiled(), "strategy", &limits),
-        None if **snapshot.auth.name() == *name => describe(snapshot.auth.compiled(), "auth", &limits),
+        Some(p) => describe(p.compiled(), p.contract(), "strategy", &limits),
+        None if **snapshot.auth.name() == *name => {
+            describe(snapshot.auth.compiled(), snapshot.auth.contract(), "auth", &limits)
+        }
         None => Value::Null,
     }
 }
@@ -165,7 +172,8 @@ fn limits_of(config: &crate::config::Config, name: &str) -> Limits {
     config.plugins.get(name).map_or_else(Limits::default, |spec| spec.limits)
 }
 
-fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
+/// `contract`: the `berry:gateway` version the plugin exports (0.1 ones are adapted).
+fn describe(c: &CompiledPlugin, contract: &str, kind: &str, limits: &Limits) -> Value {
     let stats = &c.stats;
     let loaded_ms = c.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
@@ -174,6 +182,7 @@ fn describe(c: &CompiledPlugin, kind: &str, limits: &Limits) -> Value {
         "source": &*c.source,
         "sha256": &*c.hash,
         "sdk_version": c.sdk_version.as_deref(),
+        "contract": contract,
         "loaded_at_ms": loaded_ms,
         "calls": stats.calls.load(Ordering::Relaxed),
         "failures": stats.failures.load(Ordering::Relaxed),

@@ -29,6 +29,7 @@ pub fn page() -> Response<BerryBody> {
 /// Every model's backends with health, circuit, recovery, latency, counters and the
 /// strategy's own effective weight and pick probability.
 pub async fn data(snapshot: &Snapshot) -> Response<BerryBody> {
+    snapshot.deliver_outcomes();
     let now = now_ms();
     let models: Vec<Value> = snapshot
         .route_order

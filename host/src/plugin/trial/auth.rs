@@ -18,7 +18,7 @@ pub fn run(loaded: &Loaded<AuthKind>, verbose: bool) -> Report {
     let mut samples = Vec::new();
     for (situation, token, user) in cases {
         let request = wit::AuthRequest { token, model: String::new(), headers: Vec::new() };
-        match trial.call(|store, b| b.berry_gateway_auth().call_authorize(store, &request)) {
+        match trial.call(|store, b| b.authorize(store, &request)) {
             Err(e) => report.push(&situation, "failed", Verdict::Fail(e)),
             Ok(answer) => {
                 let verdict = judge(&request, user, &answer);
@@ -34,7 +34,7 @@ pub fn run(loaded: &Loaded<AuthKind>, verbose: bool) -> Report {
         }
     }
     let ask = |trial: &mut Trial<'_, AuthKind>, request: &wit::AuthRequest| {
-        trial.call(|store, b| b.berry_gateway_auth().call_authorize(store, request)).map(|a| show(&a))
+        trial.call(|store, b| b.authorize(store, request)).map(|a| show(&a))
     };
     replay(&mut trial, &mut report, &samples, ask, "keep no state between calls");
     report

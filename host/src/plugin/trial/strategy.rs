@@ -3,7 +3,7 @@
 
 use super::{DRAWS, REPLAYED, ROUTES_IN_FULL, Report, Sample, Verdict, brief, replay};
 use crate::plugin::loaded::{Loaded, Trial};
-use crate::plugin::strategy::{StrategyKind, wit};
+use crate::plugin::strategy::{BackendState, StrategyKind, flat, wit};
 
 pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
     let mut report = Report::new(verbose);
@@ -15,22 +15,16 @@ pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
         let draws = if full { &DRAWS[..] } else { &DRAWS[..2] };
         for (name, states) in situations(route.backends.len(), now, full) {
             for (d, &(sequence, random)) in draws.iter().enumerate() {
-                let request = wit::Request {
-                    route: r as u32,
-                    sequence,
-                    random,
-                    now_ms: now,
-                    stream: d % 2 == 1,
-                    user_tags: if d % 3 == 2 { vec!["premium".into(), "admin".into()] } else { Vec::new() },
-                };
+                let request = wit::Request { route: r as u32, sequence, random, now_ms: now, stream: d % 2 == 1 };
+                let tags = if d % 3 == 2 { &CALLER_TAGS[..] } else { &[] };
                 let situation =
                     format!("route {:?}, {name}, sequence {sequence}, random {random:#x}", brief(&route.name));
-                match trial.call(|store, b| b.berry_gateway_strategy().call_select(store, &request, &states)) {
+                match trial.call(|store, b| select(store, b, &request, &states, tags)) {
                     Err(e) => report.push(&situation, "failed", Verdict::Fail(e)),
                     Ok(order) => {
                         report.push(&situation, format!("{order:?}"), judge(route, &order));
                         if samples.len() < REPLAYED && (d == 0 || samples.len() % 3 == 0) {
-                            let input = (request.clone(), states.clone());
+                            let input = (request, states.clone(), tags);
                             samples.push(Sample { situation, input, answer: format!("{order:?}") });
                         }
                     }
@@ -47,8 +41,8 @@ pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
             }
         }
     }
-    let ask = |trial: &mut Trial<'_, StrategyKind>, (request, states): &(wit::Request, Vec<wit::BackendState>)| {
-        trial.call(|store, b| b.berry_gateway_strategy().call_select(store, request, states)).map(|o| format!("{o:?}"))
+    let ask = |trial: &mut Trial<'_, StrategyKind>, (request, states, tags): &(wit::Request, Vec<f64>, &[String])| {
+        trial.call(|store, b| select(store, b, request, states, tags)).map(|o| format!("{o:?}"))
     };
     replay(&mut trial, &mut report, &samples, ask, "keep no state between calls; use request.random for chance");
     report
@@ -56,10 +50,37 @@ pub fn run(loaded: &Loaded<StrategyKind>, verbose: bool) -> Report {
 
 const HEALTHY: &str = "every backend healthy";
 
+/// The caller's tags in a third of the situations.
+static CALLER_TAGS: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| ["premium".into(), "admin".into()]);
+
+/// One `select` with no outcomes, for a caller with `tags`: its ranking.
+fn select(
+    store: &mut wasmtime::Store<crate::plugin::sandbox::HostState>,
+    b: &crate::plugin::strategy::Bindings,
+    request: &wit::Request,
+    states: &[f64],
+    tags: &[String],
+) -> wasmtime::Result<Vec<u32>> {
+    crate::plugin::sandbox::HostState::with_caller(store, tags, |store| b.select(store, request, states, &[]))
+        .map(|selection| selection.order)
+}
+
 /// The situations a route of `n` backends is tried in: the first two only for
-/// routes beyond [`ROUTES_IN_FULL`].
-fn situations(n: usize, now: u64, full: bool) -> Vec<(&'static str, Vec<wit::BackendState>)> {
-    let healthy = |i: usize| wit::BackendState {
+/// routes beyond [`ROUTES_IN_FULL`]. States as the plugin gets them, 16 numbers each.
+fn situations(n: usize, now: u64, full: bool) -> Vec<(&'static str, Vec<f64>)> {
+    let situations = states(n, now, full);
+    situations
+        .into_iter()
+        .map(|(name, states)| {
+            let mut numbers = Vec::with_capacity(states.len() * flat::STATE);
+            states.iter().for_each(|s| s.write(&mut numbers));
+            (name, numbers)
+        })
+        .collect()
+}
+
+fn states(n: usize, now: u64, full: bool) -> Vec<(&'static str, Vec<BackendState>)> {
+    let healthy = |i: usize| BackendState {
         healthy: true,
         circuit: wit::Circuit::Closed,
         recovery_factor: 1.0,
@@ -67,20 +88,20 @@ fn situations(n: usize, now: u64, full: bool) -> Vec<(&'static str, Vec<wit::Bac
         in_flight: i as u32,
         consecutive_failures: 0,
         last_failure_ms: 0,
-        errors: wit::ErrorCounts { network: 0, timeout: 0, auth: 0, rate_limit: 0, server: 0, model: 0 },
+        errors: [0; 6],
         score: (i % 3 != 2).then_some(0.5 + 0.1 * (i % 5) as f64),
         score_updated_ms: now.saturating_sub(1_000),
     };
-    let down = |i: usize| wit::BackendState {
+    let down = |i: usize| BackendState {
         healthy: false,
         circuit: wit::Circuit::Open,
         recovery_factor: 0.0,
         consecutive_failures: 5,
         last_failure_ms: now.saturating_sub(1_000 * (i as u64 + 1)),
-        errors: wit::ErrorCounts { network: 3, timeout: 1, auth: 0, rate_limit: 0, server: 2, model: 0 },
+        errors: [3, 1, 0, 0, 2, 0],
         ..healthy(i)
     };
-    let recovering = |i: usize| wit::BackendState {
+    let recovering = |i: usize| BackendState {
         circuit: wit::Circuit::HalfOpen,
         recovery_factor: 0.3,
         consecutive_failures: 0,
@@ -137,24 +158,30 @@ fn observe(
     route: &wit::RouteInfo,
     r: usize,
     name: &str,
-    states: &[wit::BackendState],
+    states: &[f64],
     now: u64,
 ) {
-    let Some(state) = states.first() else { return };
+    if states.len() < flat::STATE {
+        return;
+    }
+    let state = BackendState::read(states);
     for outcome in [wit::Outcome::Success, wit::Outcome::Server] {
-        let request =
-            wit::Request { route: r as u32, sequence: 0, random: 0, now_ms: now, stream: false, user_tags: vec![] };
         let situation = format!("route {:?}, {name}, observe {outcome:?} on backend 0", brief(&route.name));
-        let result =
-            trial.call(|store, b| b.berry_gateway_strategy().call_observe(store, &request, 0, outcome, 120.0, *state));
-        match result {
+        let mut outcomes = Vec::with_capacity(flat::OUTCOME);
+        flat::outcome(&mut outcomes, r as u32, 0, outcome, 120.0, now, &state);
+        match trial.call(|store, b| b.observe(store, &outcomes)) {
             Err(e) => report.push(situation, "failed", Verdict::Fail(e)),
-            Ok(Some(score)) if !score.is_finite() => report.push(
+            Ok(scores) if scores.len() != 1 => report.push(
                 situation,
-                format!("{score}"),
-                Verdict::Warn("a score that is not a finite number is kept as it is".into()),
+                format!("{scores:?}"),
+                Verdict::Warn(format!("answered {} scores for 1 outcome: the host keeps none", scores.len())),
             ),
-            Ok(score) => report.push(situation, format!("{score:?}"), Verdict::Pass),
+            Ok(scores) if scores[0].is_infinite() => report.push(
+                situation,
+                format!("{}", scores[0]),
+                Verdict::Warn("a score that is not a finite number is not kept".into()),
+            ),
+            Ok(scores) => report.push(situation, format!("{:?}", scores[0]), Verdict::Pass),
         }
     }
 }
@@ -164,16 +191,16 @@ fn explain(
     report: &mut Report,
     route: &wit::RouteInfo,
     r: usize,
-    states: &[wit::BackendState],
+    states: &[f64],
     now: u64,
 ) {
-    let request =
-        wit::Request { route: r as u32, sequence: 0, random: 0, now_ms: now, stream: false, user_tags: vec![] };
+    let request = wit::Request { route: r as u32, sequence: 0, random: 0, now_ms: now, stream: false };
+    let backends = states.len() / flat::STATE;
     let situation = format!("route {:?}, {HEALTHY}, explain", brief(&route.name));
-    match trial.call(|store, b| b.berry_gateway_strategy().call_explain(store, &request, states)) {
+    match trial.call(|store, b| b.explain(store, &request, states)) {
         Err(e) => report.push(situation, "failed", Verdict::Fail(e)),
         // Empty: "not explained": the host estimates the figures by sampling `select`.
-        Ok(rows) if rows.is_empty() || rows.len() == states.len() => {
+        Ok(rows) if rows.is_empty() || rows.len() == backends => {
             let answer = if rows.is_empty() {
                 "not explained (estimated by sampling)".to_string()
             } else {
@@ -184,7 +211,7 @@ fn explain(
         Ok(rows) => report.push(
             situation,
             format!("{} rows", rows.len()),
-            Verdict::Warn(format!("explained {} backends of {}: the figures are not shown", rows.len(), states.len())),
+            Verdict::Warn(format!("explained {} backends of {backends}: the figures are not shown", rows.len())),
         ),
     }
 }

@@ -16,7 +16,7 @@ impl Strategy for Printing {
     fn select(&self, ctx: &Context) -> Vec<u32> {
         let order = ctx.usable();
         println!("printing: route {} sequence {} → {order:?}", ctx.request.route, ctx.request.sequence);
-        if ctx.request.user_tags.iter().any(|t| t == "admin") {
+        if ctx.user_tags().iter().any(|t| t == "admin") {
             eprintln!("printing: an admin asked");
         }
         order
