@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A/B: two berry binaries (say, the previous commit's and this one's) under the same
 # load in one run, beside the bare proxy, rounds alternating so a slow spell of the
-# machine hits all three: throughput and CPU per request at 32 connections, with one
-# log line per request written to a file, as operators run it.
+# machine hits all three: throughput, CPU per request and latency at 1 and 32
+# connections, with one log line per request written to a file, as operators run it
+# (the usage ledger off: it is the same code in both), and the strategy plugin's
+# mean call time from each binary's own histogram.
 #
 #   benches/ab.sh OLD_BERRY NEW_BERRY [ROUNDS]
 #
@@ -34,7 +36,7 @@ target/release/bare-proxy --upstream "$mock" > "$tmp/bare.log" 2>&1 &
 bare_pid=$!
 bare=$(wait_for "$tmp/bare.log" "listening on http://")
 {
-  echo '[settings]'; echo 'max_retries = 1'
+  echo '[settings]'; echo 'max_retries = 1'; echo 'usage_db = ""'; echo 'admin_token = "berry-bench-admin"'
   for i in 1 2 3 4; do
     printf '[providers.p%s]\nbase_url = "http://%s/v1"\napi_key = "sk-bench-%s"\nmodels = ["mock"]\n' "$i" "$mock" "$i"
   done
@@ -53,22 +55,40 @@ done
 pid[bare]=$bare_pid
 url[bare]="http://$bare/v1/chat/completions"
 
-declare -A rps cpu
+declare -A rps cpu p50 p99
 for t in bare old new; do wrk -t1 -c8 -d1s -s benches/chat.lua "${url[$t]}" > /dev/null; done
-for round in $(seq "$rounds"); do
-  for t in bare old new; do
-    before=$(cpu_ticks "${pid[$t]}")
-    r=$(wrk -t1 -c32 -d4s -s benches/chat.lua "${url[$t]}" | grep '^RESULT ' | sed 's/^RESULT //')
-    after=$(cpu_ticks "${pid[$t]}")
-    rps[$t]+=" $(json "$r" rps)"
-    cpu[$t]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
-    echo "round $round $t $r" >&2
+for conns in 1 32; do
+  for round in $(seq "$rounds"); do
+    for t in bare old new; do
+      before=$(cpu_ticks "${pid[$t]}")
+      r=$(wrk -t1 -c"$conns" -d4s -s benches/chat.lua "${url[$t]}" | grep '^RESULT ' | sed 's/^RESULT //')
+      after=$(cpu_ticks "${pid[$t]}")
+      rps[$t,$conns]+=" $(json "$r" rps)"; p50[$t,$conns]+=" $(json "$r" p50_us)"; p99[$t,$conns]+=" $(json "$r" p99_us)"
+      cpu[$t,$conns]+=" $(python3 -c "print(($after-$before)*1e6/$clk_tck/$(json "$r" requests))")"
+      echo "c$conns round $round $t $r" >&2
+    done
   done
 done
-echo "| target | req/s (median of $rounds) | CPU µs per request | vs bare proxy (CPU) |"
-echo "|---|---:|---:|---:|"
-bare_cpu=$(median ${cpu[bare]})
-for t in bare old new; do
-  c=$(median ${cpu[$t]})
-  printf '| %s | %.0f | %.1f | %.2f× |\n' "$t" "$(median ${rps[$t]})" "$c" "$(python3 -c "print($c/$bare_cpu)")"
+# The strategy's mean call time over the whole run, from each binary's histogram.
+call_us() {
+  curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[$1]%/v1/chat/completions}/metrics" | python3 -c '
+import sys
+sums = {}
+for line in sys.stdin:
+    for kind in ("sum", "count"):
+        if line.startswith(f"berry_plugin_call_duration_seconds_{kind}{{") and "plugin=\"smart_ai\"" in line:
+            sums[kind] = float(line.split()[-1])
+print(round(sums["sum"] / sums["count"] * 1e6, 2))'
+}
+echo "| connections | target | req/s | CPU µs per request | vs bare proxy (CPU) | p50 / p99 (µs) |"
+echo "|---|---|---:|---:|---:|---|"
+for conns in 1 32; do
+  bare_cpu=$(median ${cpu[bare,$conns]})
+  for t in bare old new; do
+    c=$(median ${cpu[$t,$conns]})
+    printf '| %s | %s | %.0f | %.1f | %.2f× | %.0f / %.0f |\n' "$conns" "$t" "$(median ${rps[$t,$conns]})" "$c" \
+      "$(python3 -c "print($c/$bare_cpu)")" "$(median ${p50[$t,$conns]})" "$(median ${p99[$t,$conns]})"
+  done
 done
+echo
+echo "Strategy call (smart_ai over 4 backends), mean over the run: old $(call_us old) µs, new $(call_us new) µs."

@@ -110,6 +110,9 @@ fi
 {
   echo '[settings]'
   echo 'max_retries = 1'
+  # The usage ledger on, as by default, in a fresh file (as on a new deployment;
+  # the default path would carry every earlier run's rows).
+  echo "usage_db = \"$tmp/usage.db\""
   echo 'admin_token = "berry-bench-admin"'
   for i in 1 2 3 4; do
     printf '[providers.p%s]\nbase_url = "http://%s/v1"\napi_key = "sk-bench-%s"\nmodels = ["mock"]\n' "$i" "$mock" "$i"
@@ -304,8 +307,8 @@ fi
 # on (a file in the run's folder); then the one with it on under sustained full load,
 # the writer's backlog sampled from /metrics every second. --------------------------
 if [ "$ledger" = 1 ]; then
-  sed '1a usage_db = ""' "$tmp/berry.toml" > "$tmp/off.toml"
-  sed "1a usage_db = \"$tmp/usage.db\"" "$tmp/berry.toml" > "$tmp/on.toml"
+  sed -e '/^usage_db = /d' -e '1a usage_db = ""' "$tmp/berry.toml" > "$tmp/off.toml"
+  sed -e '/^usage_db = /d' -e "1a usage_db = \"$tmp/usage.db\"" "$tmp/berry.toml" > "$tmp/on.toml"
   for t in off on; do
     RUST_LOG=info "$bin/berry" serve --config "$tmp/$t.toml" --listen 127.0.0.1:0 > "$tmp/$t.log" 2>&1 &
     pid[$t]=$!

@@ -24,7 +24,8 @@ pub fn route_name(strategy: &str, size: usize) -> String {
 /// weighted and priority strategies do real work. 100 users, as a small deployment
 /// has; the bench user is the last one added.
 pub fn config_toml() -> String {
-    let mut t = String::from("[settings]\nmax_retries = 2\n");
+    // No usage ledger: these benchmarks time the request path, not SQLite.
+    let mut t = String::from("[settings]\nmax_retries = 2\nusage_db = \"\"\n");
     for p in 0..8 {
         let _ = writeln!(t, "[providers.p{p}]\nbase_url = \"mock://bench?latency_ms=0\"");
         let _ = writeln!(t, "models = [{}]", (0..8).map(|m| format!("\"m{m}\"")).collect::<Vec<_>>().join(", "));
