@@ -38,7 +38,11 @@ for name, ns in rows.items():
     base = rows.get(f"strategy_select/native_baseline/{size}") if group == "strategy_select" else None
     ratio = f"{ns/base:.1f}×" if base and "native_baseline" not in name else ""
     target = ""
-    if (group == "strategy_select" and size == "8" and "native" not in name) or group == "auth_authorize":
+    # A strategy call (8 backends) within 1 µs since contract 0.2 (issue 22; SPEC
+    # asks 2 µs); an auth call, uncached, within 2 µs (SPEC).
+    if group == "strategy_select" and size == "8" and "native" not in name:
+        target = "≤ 1 µs " + ("✅" if ns <= 1000 else "❌")
+    if group == "auth_authorize":
         target = "≤ 2 µs " + ("✅" if ns <= 2000 else "❌")
     if group == "stream_translate":
         target = "≤ 5 µs per chunk " + ("✅" if ns <= 5000 else "❌")
