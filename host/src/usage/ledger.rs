@@ -19,7 +19,12 @@ use rusqlite::{Connection, params};
 use super::Record;
 
 /// Longest a record waits in the queue before it is written.
-pub const BATCH_WINDOW: Duration = Duration::from_millis(250);
+///
+/// Short, so each batch is a short burst: at 250 ms a batch was thousands of rows
+/// (several ms of SQLite work at once), and requests that arrived during it made
+/// Berry's p99 at one connection ~1.5× what it is with this window (BENCHMARKS.md,
+/// issue 22).
+pub const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// Records queued at most (a stalled disk must not grow memory without bound).
 const QUEUE: usize = 100_000;
 /// Records kept for a retry after failed writes, at most.
