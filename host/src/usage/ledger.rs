@@ -22,7 +22,7 @@ use super::Record;
 ///
 /// Short, so each batch is a short burst: at 250 ms a batch was thousands of rows
 /// (several ms of SQLite work at once), and requests that arrived during it made
-/// Berry's p99 at one connection ~1.5× what it is with this window (BENCHMARKS.md,
+/// Berry's p99 at one connection ~1.4× what it is with this window (BENCHMARKS.md,
 /// issue 22).
 pub const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// Records queued at most (a stalled disk must not grow memory without bound).

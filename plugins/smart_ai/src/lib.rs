@@ -93,8 +93,8 @@ impl SmartAi {
             return score;
         }
         let idle_s = now_ms.saturating_sub(state.score_updated_ms) as f64 / 1000.0;
-        // 0.5^x as 2^-x: the same value, and in wasm (no native pow) exp2 costs a
-        // fraction of the general powf, which runs per backend on every request.
+        // 0.5^x as 2^-x: the same value by a cheaper libm routine (wasm has no
+        // native pow; pow is a log, a multiply and an exp), run per backend per request.
         let keep = (-idle_s / s.decay_half_life_seconds).exp2();
         s.initial_confidence + (score - s.initial_confidence) * keep
     }
