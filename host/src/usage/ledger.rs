@@ -20,8 +20,8 @@ use super::Record;
 
 /// Longest a record waits in the queue before it is written.
 ///
-/// Short, so each batch is a short burst: at 250 ms a batch was a thousand rows
-/// or more (milliseconds of SQLite work at once), and requests that arrived during it made
+/// Short, so each batch is a short burst: at 250 ms a batch was a thousand rows or
+/// more (milliseconds of SQLite work at once), and the requests that met it made
 /// Berry's p99 at one connection ~1.4× what it is with this window (BENCHMARKS.md,
 /// issue 22).
 pub const BATCH_WINDOW: Duration = Duration::from_millis(25);
