@@ -11,6 +11,7 @@
 # Needs wrk; builds the bench tools (the bare proxy, the mock comes from NEW_BERRY).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 [ $# -ge 2 ] || { echo "usage: benches/ab.sh OLD_BERRY NEW_BERRY [ROUNDS]" >&2; exit 2; }
 old=$(realpath "$1") new=$(realpath "$2") rounds=${3:-5}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
@@ -71,14 +72,7 @@ for conns in 1 32; do
 done
 # The strategy's mean call time over the whole run, from each binary's histogram.
 call_us() {
-  curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[$1]%/v1/chat/completions}/metrics" | python3 -c '
-import sys
-sums = {}
-for line in sys.stdin:
-    for kind in ("sum", "count"):
-        if line.startswith(f"berry_plugin_call_duration_seconds_{kind}{{") and "plugin=\"smart_ai\"" in line:
-            sums[kind] = float(line.split()[-1])
-print(round(sums["sum"] / sums["count"] * 1e6, 2))'
+  plugin_mean_us "$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "${url[$1]%/v1/chat/completions}/metrics")" smart_ai
 }
 echo "| connections | target | req/s | CPU µs per request | vs bare proxy (CPU) | p50 / p99 (µs) |"
 echo "|---|---|---:|---:|---:|---|"

@@ -22,6 +22,7 @@
 # --release. Writes target/bench/table.md and the raw results next to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 
 rounds=5 secs=4 stream_secs=10 streams=1000 many_streams=5000 write=0 cluster=0 ledger=0 otel=0 client=0
 for arg in "$@"; do
@@ -553,16 +554,10 @@ PY
 
 # --- 5. plugin call cost, from Berry's own histogram over everything above ---------
 metrics=$(curl -fsS -H "Authorization: Bearer berry-bench-admin" "http://$berry/metrics")
-plugin_us() {
-  local sum count
-  sum=$(echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_call_duration_seconds_sum/ && index($0,p) {print $2}')
-  count=$(echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_call_duration_seconds_count/ && index($0,p) {print $2}')
-  python3 -c "print(round($sum/$count*1e6,2))"
-}
 plugin_calls() {
   echo "$metrics" | awk -v p="plugin=\"$1\"" '/^berry_plugin_calls_total/ && index($0,p) {print $2}'
 }
-strategy_us=$(plugin_us smart_ai)
+strategy_us=$(plugin_mean_us "$metrics" smart_ai)
 # With the principal cache, the policy is called once per caller (a handful of
 # calls, all cold): the relayed requests against the calls tell how often it ran.
 auth_calls=$(plugin_calls token_auth)
